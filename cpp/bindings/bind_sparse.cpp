@@ -1,0 +1,7 @@
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace edgepack::bindings {
+void bind_sparse(py::module_& m) { (void)m; }
+}  // namespace edgepack::bindings

@@ -1,0 +1,19 @@
+// The extension module edgepack._core. Each area registers its functions from its own file.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace edgepack::bindings {
+void bind_runtime(py::module_& m);
+void bind_quantize(py::module_& m);
+void bind_gemm(py::module_& m);
+void bind_sparse(py::module_& m);
+}  // namespace edgepack::bindings
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "edgepack native kernels (private: use the edgepack package)";
+  edgepack::bindings::bind_runtime(m);
+  edgepack::bindings::bind_quantize(m);
+  edgepack::bindings::bind_gemm(m);
+  edgepack::bindings::bind_sparse(m);
+}

@@ -1,0 +1,19 @@
+// What this CPU and OS can run, read once (cpuid + xgetbv on x86, getauxval on Linux aarch64).
+#pragma once
+
+namespace edgepack {
+
+struct CpuFeatures {
+  // x86
+  bool sse41 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
+  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512_vnni = false;
+  bool avx_vnni = false;
+  // aarch64
+  bool neon = false, dotprod = false, i8mm = false;
+};
+
+// Detected once, on first call; the OS support bits (XCR0) are folded in, so avx512f here means
+// the OS also saves zmm state.
+const CpuFeatures& cpu_features();
+
+}  // namespace edgepack

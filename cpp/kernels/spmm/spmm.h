@@ -1,0 +1,15 @@
+// Kernel contract for the spmm area: the function-pointer types each path implements.
+// Declarations only: this header is included by ISA translation units.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/status.h"
+
+namespace edgepack {
+
+struct SpmmOps {
+  int reserved = 0;  // filled in by the spmm area
+};
+
+}  // namespace edgepack

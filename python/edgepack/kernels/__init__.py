@@ -1,0 +1,14 @@
+"""Low-level kernels: quantize/dequantize, int8 GEMM, sparse matmul.
+
+Every function validates its input (dtype, shape) and raises ``TypeError``/``ValueError``
+naming the argument; strided inputs are copied once to C order. Kernels release the GIL.
+"""
+
+from ._quantize import *  # noqa: F401,F403
+from ._quantize import __all__ as _q_all
+from ._gemm import *  # noqa: F401,F403
+from ._gemm import __all__ as _g_all
+from ._sparse import *  # noqa: F401,F403
+from ._sparse import __all__ as _s_all
+
+__all__ = [*_q_all, *_g_all, *_s_all]

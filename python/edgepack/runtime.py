@@ -1,0 +1,99 @@
+"""Runtime control: which instruction-set path the kernels use, and how many threads."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from . import _core
+
+__all__ = [
+    "cpu_info",
+    "set_isa",
+    "get_isa",
+    "available_isas",
+    "use_isa",
+    "set_num_threads",
+    "get_num_threads",
+]
+
+
+def cpu_info() -> dict:
+    """Describe this CPU and the kernel paths edgepack will use.
+
+    Returns
+    -------
+    dict
+        ``features``: dict of detected CPU features (bool), with OS support folded in;
+        ``built``: paths compiled into this build; ``available``: paths this CPU can run
+        (built and supported), weakest first; ``best``: the fastest available path;
+        ``isa``: the active path; ``num_threads``: threads kernels may use;
+        ``default_num_threads``: the CPUs in this process's affinity mask (or
+        ``EDGEPACK_NUM_THREADS``).
+    """
+    return {
+        "features": dict(_core.cpu_features()),
+        "built": list(_core.built_isas()),
+        "available": list(_core.available_isas()),
+        "best": _core.best_isa(),
+        "isa": _core.get_isa(),
+        "num_threads": _core.get_num_threads(),
+        "default_num_threads": _core.default_num_threads(),
+    }
+
+
+def available_isas() -> list[str]:
+    """Paths this build and CPU can run, weakest first (``"scalar"`` always included)."""
+    return list(_core.available_isas())
+
+
+def set_isa(name: str) -> None:
+    """Make every kernel use path ``name`` (one of ``available_isas()``).
+
+    This is the mechanism ``EDGEPACK_ISA`` uses at import. Raises ``ValueError`` naming the
+    available paths when ``name`` is unknown, not compiled in, or not supported by this CPU.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str such as 'avx2'; got {type(name).__name__}")
+    _core.set_isa(name)
+
+
+def get_isa() -> str:
+    """The active path's name."""
+    return _core.get_isa()
+
+
+@contextmanager
+def use_isa(name: str) -> Iterator[None]:
+    """Context manager: run the body on path ``name``, then restore the previous path.
+
+    The path is process-wide: do not switch it while other threads run kernels.
+    """
+    prev = get_isa()
+    set_isa(name)
+    try:
+        yield
+    finally:
+        set_isa(prev)
+
+
+def set_num_threads(n: int) -> None:
+    """Use up to ``n`` (>= 1) threads in the kernels. Safe to call from any thread."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int >= 1; got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the kernels may use (default: the CPUs this process may run on)."""
+    return _core.get_num_threads()
+
+
+def _apply_env() -> None:
+    name = os.environ.get("EDGEPACK_ISA", "").strip()
+    if name:
+        try:
+            set_isa(name)
+        except ValueError as e:
+            raise RuntimeError(f"EDGEPACK_ISA={name!r}: {e}") from None
