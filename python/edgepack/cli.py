@@ -29,7 +29,7 @@ commands:
 # command -> (module, function); each function takes argv (list[str]) and returns an exit code.
 COMMANDS = {
     "info": ("edgepack._cli_model", "info_main"),
-    "quantize": ("edgepack._cli_model", "quantize_main"),
+    "quantize": ("edgepack._cli_ptq", "quantize_main"),
     "eval": ("edgepack._cli_model", "eval_main"),
     "demo": ("edgepack._cli_demo", "demo_main"),
     "report": ("edgepack._cli_demo", "report_main"),
@@ -59,7 +59,7 @@ def _resolve(cmd: str, rest: list[str]):
         if rest and rest[0] in SUITES:
             mod = importlib.import_module(f"edgepack.benchsuite.{rest[0]}")
             return mod.main, rest[1:]
-        mod = importlib.import_module("edgepack._cli_model")
+        mod = importlib.import_module("edgepack._cli_ptq")
         return mod.bench_main, rest
     if cmd not in COMMANDS:
         raise CliError(f"unknown command {cmd!r}; expected one of: cpu, bench, {', '.join(COMMANDS)}")
