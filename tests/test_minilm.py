@@ -85,9 +85,17 @@ def test_int8_retrieval_same_nearest_neighbour(emb_f, emb_q):
         np.fill_diagonal(s, -np.inf)
         return s.argmax(axis=1)
 
+    # sentences whose best and second-best neighbours are not a near tie in the reference
+    # (e.g. the upper- and lower-case copies, which the uncased tokenizer makes identical)
+    s = REF @ REF.T
+    np.fill_diagonal(s, -np.inf)
+    top2 = np.sort(s, axis=1)[:, -2:]
+    clear = np.flatnonzero(top2[:, 1] - top2[:, 0] > 0.01)
+    assert len(clear) >= 30
     nf, nq = nn(emb_f), nn(emb_q)
-    assert (nf == nn(REF)).all()
-    assert (nf == nq).all(), [(SENTENCES[i], SENTENCES[nf[i]], SENTENCES[nq[i]]) for i in np.flatnonzero(nf != nq)]
+    assert (nf[clear] == s.argmax(axis=1)[clear]).all()
+    bad = [i for i in clear if nf[i] != nq[i]]
+    assert not bad, [(SENTENCES[i], SENTENCES[nf[i]], SENTENCES[nq[i]]) for i in bad]
     # and the paraphrase pairs find each other
     for a, b in [(2, 11), (12, 13), (14, 15), (16, 17), (18, 19)]:
         assert nq[a] == b and nq[b] == a, (SENTENCES[a], SENTENCES[b])

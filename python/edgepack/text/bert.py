@@ -191,6 +191,10 @@ def _runs(offsets: np.ndarray, max_group: int):
         i = j
 
 
+def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    return GELU(approximate).forward(x)
+
+
 # ------------------------------------------------------------------------------------------------
 # modules
 

@@ -88,9 +88,9 @@ class SentenceEncoder:
                              f"got {max_seq_length!r}")
         tok = Tokenizer(d / "tokenizer.json", max_seq_length)
         if quantize == "int8":
-            from .quant import quantize_bert
+            from .quant import CALIBRATION_TEXT, quantize_bert
 
-            model = quantize_bert(model)
+            model = quantize_bert(model, tok.encode(CALIBRATION_TEXT))
         return cls(model, tok, quantize)
 
     def encode(self, sentences, batch_size: int = 32, normalize: bool = True,
