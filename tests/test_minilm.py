@@ -144,6 +144,27 @@ def test_int8_layers_run_the_int8_kernel(enc_q):
     assert len(int8_layers) == 6 * 4, kinds  # qkv, out_proj, intermediate, output per layer
 
 
+@pytest.mark.parametrize("q_gain", [1.0, 40.0, 400.0])
+def test_attention_matches_textbook_softmax(q_gain):
+    # gain 40 takes the block-max shift, 400 makes rows underflow and takes the per-row redo
+    from edgepack.text.bert import BertSelfAttention, pack_ids
+
+    rng = np.random.default_rng(3)
+    att = BertSelfAttention(64, 4)
+    lengths = [5, 17, 1, 9]
+    offsets = pack_ids([np.zeros(n, np.int64) for n in lengths])[2]
+    qkv = rng.standard_normal((sum(lengths), 192)).astype(np.float32)
+    qkv[:, :64] *= q_gain
+    got = att.attend(qkv, offsets)
+    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+        x = qkv[a:b].astype(np.float64).reshape(b - a, 3, 4, 16)
+        s = np.einsum("qhd,khd->hqk", x[:, 0], x[:, 1])
+        p = np.exp(s - s.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        want = np.einsum("hqk,khd->qhd", p, x[:, 2]).reshape(b - a, 64)
+        np.testing.assert_allclose(got[a:b], want, atol=2e-5 * max(1.0, q_gain / 10), rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------
 # errors
 
