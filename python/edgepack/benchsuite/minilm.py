@@ -249,16 +249,20 @@ class OrtEncoder:
 # timing
 
 
-def _time(fn, min_time: float, min_reps: int = 3) -> float:
-    """Median seconds per call: one warm-up, then repeat until min_time and min_reps."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
+def _time_interleaved(fns: dict, min_time: float, min_reps: int = 3) -> dict:
+    """Median seconds per call of each function, measured round-robin (one call of each in
+    turn) so that load from other processes hits every runtime alike.  One warm-up each."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {k: [] for k in fns}
+    start = time.perf_counter()
+    while (min(len(v) for v in times.values()) < min_reps
+           or time.perf_counter() - start < min_time * len(fns)):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 class _Threads:
@@ -298,22 +302,24 @@ def measure(runtimes: dict, tokenizer, threads=(1, 2), min_time: float = 1.0,
     b1 = fixed_ids(tokenizer, 1, 128)
     b32 = fixed_ids(tokenizer, 32, 128)
     text = real_text(n_text)
-    text_ids = tokenizer.encode(text)
     rows = []
     for nt in threads:
         with _Threads(nt):
-            for name, (factory, run) in runtimes.items():
-                enc = factory(nt)
-                t1 = _time(lambda: run(enc, b1), min_time, 5)
-                t32 = _time(lambda: run(enc, b32), min_time)
+            encs = {name: (factory(nt), run) for name, (factory, run) in runtimes.items()}
 
-                def whole_text():
-                    toks = tokenizer.encode(text)  # tokenization counts: it is part of the job
-                    return run(enc, toks, batched=True)
+            def bind(enc, run, seqs, batched=False):
+                return lambda: run(enc, seqs, batched=batched)
 
-                tt = _time(whole_text, min_time, 2)
-                rows.append({"runtime": name, "threads": nt, "b1_ms": t1 * 1e3,
-                             "b32_sps": 32 / t32, "text_sps": len(text_ids) / tt})
+            def bind_text(enc, run):
+                # tokenization counts: it is part of the job, and the same for every runtime
+                return lambda: run(enc, tokenizer.encode(text), batched=True)
+
+            t1 = _time_interleaved({k: bind(e, r, b1) for k, (e, r) in encs.items()}, min_time, 5)
+            t32 = _time_interleaved({k: bind(e, r, b32) for k, (e, r) in encs.items()}, min_time)
+            tt = _time_interleaved({k: bind_text(e, r) for k, (e, r) in encs.items()}, min_time, 2)
+            for k in encs:
+                rows.append({"runtime": k, "threads": nt, "b1_ms": t1[k] * 1e3,
+                             "b32_sps": 32 / t32[k], "text_sps": len(text) / tt[k]})
     return rows
 
 
