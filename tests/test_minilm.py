@@ -133,6 +133,7 @@ def test_order_is_restored_and_shapes(enc_f, emb_f):
     one = enc_f.encode("Hello!")
     assert one.shape == (384,) and one.dtype == np.float32
     assert enc_f.encode([]).shape == (0, 384)
+    np.testing.assert_allclose(enc_f.encode(SENTENCES[:5], batch_size=2, progress=True), emb_f[:5], atol=2e-6)
     raw = enc_f.encode(SENTENCES[:3], normalize=False)
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), emb_f[:3], atol=2e-6)
 
