@@ -454,3 +454,18 @@ def test_register_layer_rejects_conflicts():
         @nn.register_layer(name="Linear")
         class Other(nn.Module):
             pass
+
+
+def test_forward_hook(rng):
+    lin = nn.Linear(3, 2)
+    model = nn.Sequential(lin, nn.ReLU())
+    seen = []
+    h = lin.register_forward_hook(lambda m, x, y: seen.append((m, x.shape, y.shape)))
+    model(f32(rng, 4, 3))
+    assert seen == [(lin, (4, 3), (4, 2))]
+    h2 = lin.register_forward_hook(lambda m, x, y: np.zeros_like(y))
+    assert np.all(model(f32(rng, 4, 3)) == 0)
+    h.remove()
+    h2.remove()
+    model(f32(rng, 4, 3))
+    assert len(seen) == 2

@@ -81,7 +81,7 @@ class TransformerEncoderLayer(Module):
     ``norm_first=False`` (default) is post-LN as in BERT: ``x = norm1(x + attn(x));
     x = norm2(x + ff(x))``.  ``norm_first=True`` is pre-LN: ``x = x + attn(norm1(x));
     x = x + ff(norm2(x))``.  ff = linear2(dropout(act(linear1(x)))).  Children: self_attn,
-    linear1, act, dropout, linear2, norm1, norm2.
+    norm1, linear1, act, dropout, linear2, norm2.
     """
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int = 2048,
@@ -96,12 +96,13 @@ class TransformerEncoderLayer(Module):
         self.norm_first = bool(norm_first)
         self.layer_norm_eps = float(layer_norm_eps)
         self.p_dropout = float(dropout)
+        # assigned in (post-LN) call order, which is the children() order
         self.self_attn = MultiHeadAttention(d_model, num_heads)
+        self.norm1 = LayerNorm(d_model, layer_norm_eps)
         self.linear1 = Linear(d_model, dim_feedforward)
         self.act = ReLU() if activation == "relu" else GELU("tanh" if activation == "gelu_tanh" else "none")
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model)
-        self.norm1 = LayerNorm(d_model, layer_norm_eps)
         self.norm2 = LayerNorm(d_model, layer_norm_eps)
 
     def get_config(self):

@@ -171,9 +171,27 @@ class Module:
 
     def __call__(self, x, **kw):
         y = self.forward(x, **kw)
+        hooks = self.__dict__.get("_hooks")
+        if hooks:
+            for fn in list(hooks.values()):
+                r = fn(self, x, y)
+                if r is not None:
+                    y = r
         if _TRACE is not None:
             _TRACE.append((id(self), getattr(y, "shape", None)))
         return y
+
+    def register_forward_hook(self, fn: Callable[["Module", Any, Any], Any]) -> "_HookHandle":
+        """Call ``fn(module, x, y)`` after every forward of this module (e.g. to collect
+        calibration activations); a non-None return value replaces ``y``.  Returns a handle whose
+        ``remove()`` unregisters it.  Hooks are not saved by ``edgepack.save``."""
+        hooks = self.__dict__.get("_hooks")
+        if hooks is None:
+            hooks = {}
+            object.__setattr__(self, "_hooks", hooks)
+        handle = _HookHandle(hooks)
+        hooks[handle.key] = fn
+        return handle
 
     def train(self, mode: bool = True) -> "Module":
         """Set ``training`` on this module and all descendants; returns self."""
@@ -245,6 +263,18 @@ class Module:
             return f"{type(self).__name__}({cfg})"
         inner = "\n".join(f"  ({n}): " + repr(m).replace("\n", "\n  ") for n, m in kids)
         return f"{type(self).__name__}({cfg})(\n{inner}\n)"
+
+
+class _HookHandle:
+    _next = 0
+
+    def __init__(self, hooks: dict):
+        _HookHandle._next += 1
+        self.key = _HookHandle._next
+        self._hooks = hooks
+
+    def remove(self) -> None:
+        self._hooks.pop(self.key, None)
 
 
 @contextlib.contextmanager
