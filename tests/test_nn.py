@@ -469,3 +469,10 @@ def test_forward_hook(rng):
     h2.remove()
     model(f32(rng, 4, 3))
     assert len(seen) == 2
+
+
+def test_gelu_negative_tail_relative_accuracy():
+    # exact GELU keeps relative accuracy where x * Phi(x) is tiny (erfc, not 1 - erf)
+    x = np.linspace(-12, -4, 101).astype(np.float32)
+    ref = np.array([0.5 * v * math.erfc(-v / math.sqrt(2)) for v in x.astype(np.float64)])
+    np.testing.assert_allclose(nn.GELU()(x), ref, rtol=5e-5, atol=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
-from .base import Module, _rng, register_layer
+from .base import Module, _init_array, _rng, register_layer
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Reshape",
@@ -31,7 +31,7 @@ def _f32_tensor(a, name: str, shape: tuple | None = None) -> np.ndarray:
 
 
 def _uniform(shape, bound: float) -> np.ndarray:
-    return _rng().uniform(-bound, bound, size=shape).astype(np.float32)
+    return _init_array(shape, lambda g: g.uniform(-bound, bound, size=shape))
 
 
 @register_layer
@@ -244,7 +244,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int):
         self.num_embeddings = _pos_int(num_embeddings, "num_embeddings")
         self.embedding_dim = _pos_int(embedding_dim, "embedding_dim")
-        self.weight = _rng().standard_normal((self.num_embeddings, self.embedding_dim)).astype(np.float32)
+        shape = (self.num_embeddings, self.embedding_dim)
+        self.weight = _init_array(shape, lambda g: g.standard_normal(shape))
 
     @classmethod
     def from_weights(cls, weight) -> "Embedding":
