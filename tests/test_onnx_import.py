@@ -110,6 +110,8 @@ def test_cnn_matches_onnxruntime(tmp_path, rng):
     assert not any(isinstance(m, nn.BatchNorm) for m in model)  # folded into the first Conv
     x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(model(x), _ort(path, x), **TOL)
+    edgepack.save(model, tmp_path / "cnn.edgepack")
+    np.testing.assert_array_equal(edgepack.load(tmp_path / "cnn.edgepack")(x), model(x))
     kept = edgepack.from_onnx(path, fold_batchnorm=False)
     assert isinstance(kept[1], nn.BatchNorm)
     np.testing.assert_allclose(kept(x), _ort(path, x), **TOL)
