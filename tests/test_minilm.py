@@ -166,6 +166,17 @@ def test_attention_matches_textbook_softmax(q_gain):
         np.testing.assert_allclose(got[a:b], want, atol=2e-5 * max(1.0, q_gain / 10), rtol=1e-4)
 
 
+def test_int8_model_saves_and_loads(enc_q, tmp_path):
+    # the module tree goes through edgepack.save/load like any edgepack.nn model
+    path = tmp_path / "minilm_int8.safetensors"
+    edgepack.save(enc_q.model, path)
+    back = edgepack.load(path)
+    ids = enc_q.tokenizer.encode(SENTENCES[:4])
+    enc2 = SentenceEncoder(back, enc_q.tokenizer, "int8")
+    np.testing.assert_array_equal(enc2.encode_ids(ids), enc_q.encode_ids(ids))
+    assert path.stat().st_size < 0.7 * (90 * 2**20)  # Linear weights in int8 (embeddings stay f32)
+
+
 # ------------------------------------------------------------------------------------------------
 # errors
 

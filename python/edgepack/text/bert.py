@@ -16,10 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # edgepack.nn is the home of these layers; the fallback keeps this file usable without it
-    from ..nn import GELU, Embedding, LayerNorm, Linear, Module, register_layer
-except ImportError:  # pragma: no cover - only before edgepack.nn exists
-    from ._compat import GELU, Embedding, LayerNorm, Linear, Module, register_layer
+from ..nn import GELU, Embedding, LayerNorm, Linear, Module, register_layer
 
 __all__ = ["BertConfig", "BertModel", "BertEmbeddings", "BertSelfAttention", "BertLayer",
            "load_bert_weights", "layer_norm_", "pack_ids"]

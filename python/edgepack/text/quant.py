@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    from ..nn import Linear, Module, register_layer
-except ImportError:  # pragma: no cover - only before edgepack.nn exists
-    from ._compat import Linear, Module, register_layer
+from ..nn import Linear, Module, register_layer
 
 __all__ = ["SmoothInt8Linear", "quantize_bert", "CALIBRATION_TEXT"]
 
