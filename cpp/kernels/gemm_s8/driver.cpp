@@ -1,5 +1,6 @@
 // GEMM driver: activation preparation, per-row quantization, task split over N (and M), all in
 // baseline code; the active path's kernels do the arithmetic.
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -101,6 +102,10 @@ const uint8_t* prep_a(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64
 }
 
 }  // namespace
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 void gemm_i32(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, const PackedB& b,
               int32_t* c, int64_t ldc) {

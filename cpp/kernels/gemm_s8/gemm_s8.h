@@ -100,6 +100,10 @@ struct GemmOps {
 
 namespace gemm {
 
+// Monotonic wall time in seconds (defined in baseline code, so the ISA files' peak probes need
+// no <chrono> templates).
+double now_seconds();
+
 // Bytes needed for a packed W of n x k (data) and int32 count of colsum.
 int64_t packed_data_bytes(int64_t n, int64_t k);
 int64_t packed_colsum_len(int64_t n);
