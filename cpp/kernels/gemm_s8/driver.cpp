@@ -1,0 +1,195 @@
+// GEMM driver: activation preparation, per-row quantization, task split over N (and M), all in
+// baseline code; the active path's kernels do the arithmetic.
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "kernels/gemm_s8/gemm_s8.h"
+
+namespace edgepack::gemm {
+namespace {
+
+// Grow-only per-thread scratch: after the first call of a given size nothing is allocated.
+// Only the calling thread writes it; pool workers read it during the same call.
+struct Scratch {
+  std::vector<uint8_t> a;
+  std::vector<int32_t> corr;
+  std::vector<float> rscale;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+template <class T>
+T* grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+// Below this many multiply-accumulates the whole call runs on the calling thread: waking a
+// worker costs more than it saves (MLAS uses 64K per thread as well).
+constexpr double kMinMacsPerThread = 65536.0;
+// Rows of A a task keeps in L2 while the B tiles stream past them.
+constexpr int64_t kABlockBytes = 192 * 1024;
+
+void run(const GemmArgs& g, const GemmOps& ops) {
+  const int64_t M = g.m, P = g.b.panels;
+  if (M <= 0 || P <= 0) return;
+  const int64_t mr = ops.mr > 0 ? ops.mr : 1, np = ops.np > 0 ? ops.np : 1;
+  const double macs = static_cast<double>(M) * static_cast<double>(P * kNR) *
+                      static_cast<double>(g.b.kp > 0 ? g.b.kp : 1);
+  int threads = get_num_threads();
+  if (macs < kMinMacsPerThread * 2) threads = 1;
+  const int64_t kp = g.b.kp > 0 ? g.b.kp : 1;
+  int64_t mc = kABlockBytes / kp / mr * mr;
+  if (mc < mr) mc = mr;
+  if (M <= 4 * mr) mc = M;  // small M: one strip, B streamed once
+  const int64_t mchunks = (M + mc - 1) / mc;
+  const int64_t ntiles = (P + np - 1) / np;
+  int64_t nchunks = 1;
+  if (threads > 1) {
+    // Enough tasks for every thread, a few more for balance when tiles allow it.
+    int64_t want = 2 * threads;
+    nchunks = (want + mchunks - 1) / mchunks;
+    if (nchunks > ntiles) nchunks = ntiles;
+    if (nchunks < 1) nchunks = 1;
+  }
+  const int64_t tasks = mchunks * nchunks;
+  auto task = [&](int64_t t) {
+    const int64_t mi = t % mchunks, ni = t / mchunks;
+    const int64_t m0 = mi * mc, m1 = (m0 + mc < M) ? m0 + mc : M;
+    int64_t p0 = (ntiles * ni / nchunks) * np, p1 = (ntiles * (ni + 1) / nchunks) * np;
+    if (p1 > P) p1 = P;
+    if (p0 < p1) ops.block(g, m0, m1, p0, p1);
+  };
+  parallel_for(tasks, task, threads);
+}
+
+// A in the kernel's byte format with rows of at least kp bytes; returns the pointer and stride.
+// The value shift of the XOR and the zero point go into corr (nullptr when all zero).
+const uint8_t* prep_a(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, int64_t k,
+                      int64_t kp, const GemmOps& ops, int64_t* lda_out, const int32_t** corr_out) {
+  Scratch& s = scratch();
+  const bool in_unsigned = kind == AKind::u8;
+  const bool flip = in_unsigned != ops.a_unsigned;
+  const int32_t shift = flip ? (in_unsigned ? -128 : 128) : 0;
+  const int32_t corr = -(zp + shift);
+  if (corr != 0) {
+    int32_t* c = grow(s.corr, m);
+    for (int64_t i = 0; i < m; ++i) c[i] = corr;
+    *corr_out = c;
+  } else {
+    *corr_out = nullptr;
+  }
+  if (!flip && kp == k) {
+    *lda_out = lda;
+    return a;
+  }
+  const uint8_t mask = flip ? 0x80 : 0x00;
+  uint8_t* out = grow(s.a, m * kp);
+  for (int64_t i = 0; i < m; ++i) {
+    const uint8_t* src = a + i * lda;
+    uint8_t* dst = out + i * kp;
+    for (int64_t c = 0; c < k; ++c) dst[c] = src[c] ^ mask;
+    for (int64_t c = k; c < kp; ++c) dst[c] = 0;
+  }
+  *lda_out = kp;
+  return out;
+}
+
+}  // namespace
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void gemm_i32(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, const PackedB& b,
+              int32_t* c, int64_t ldc) {
+  const GemmOps& ops = active().gemm;
+  GemmArgs g;
+  g.a = prep_a(a, kind, zp, m, lda, b.k, b.kp, ops, &g.lda, &g.row_corr);
+  g.m = m;
+  g.b = b;
+  g.c_i32 = c;
+  g.ldc = ldc;
+  run(g, ops);
+}
+
+Status linear_dynamic(const float* x, int64_t m, int64_t ldx, const PackedB& b, const float* w_scale,
+                      const float* bias, Act act, float* y, int64_t ldy) {
+  const GemmOps& ops = active().gemm;
+  Scratch& s = scratch();
+  const int64_t kp = b.kp;
+  uint8_t* qa = grow(s.a, m * kp);
+  float* rs = grow(s.rscale, m);
+  const uint8_t mask = ops.a_unsigned ? 0x80 : 0x00;
+  // Quantize on the threads too when there is enough of it; rows are independent.
+  const int threads = get_num_threads();
+  const int64_t qchunks = (threads > 1 && m * b.k >= (int64_t(1) << 17)) ? (m < 32 ? m : 32) : 1;
+  Status st[32];
+  auto qtask = [&](int64_t t) {
+    const int64_t r0 = m * t / qchunks, r1 = m * (t + 1) / qchunks;
+    st[t] = ops.quant_rows(x + r0 * ldx, r1 - r0, b.k, ldx, qa + r0 * kp, kp, kp, rs + r0, mask);
+    if (!st[t].ok()) st[t].index += r0 * b.k;
+  };
+  parallel_for(qchunks, qtask, threads);
+  for (int64_t t = 0; t < qchunks; ++t)
+    if (!st[t].ok()) return st[t];
+  int32_t* corr = nullptr;
+  if (ops.a_unsigned) {
+    corr = grow(s.corr, m);
+    for (int64_t i = 0; i < m; ++i) corr[i] = -128;
+  }
+  GemmArgs g;
+  g.a = qa;
+  g.lda = kp;
+  g.m = m;
+  g.row_corr = corr;
+  g.b = b;
+  g.c_f32 = y;
+  g.ldc = ldy;
+  g.row_scale = rs;
+  g.col_scale = w_scale;
+  g.bias = bias;
+  g.act = act;
+  run(g, ops);
+  return Status::good();
+}
+
+void linear_static(const uint8_t* a, AKind kind, int32_t zp, float x_scale, int64_t m, int64_t lda,
+                   const PackedB& b, const float* w_scale, const float* bias, Act act, float* y,
+                   int64_t ldy) {
+  const GemmOps& ops = active().gemm;
+  GemmArgs g;
+  g.a = prep_a(a, kind, zp, m, lda, b.k, b.kp, ops, &g.lda, &g.row_corr);
+  float* rs = grow(scratch().rscale, m);
+  for (int64_t i = 0; i < m; ++i) rs[i] = x_scale;
+  g.m = m;
+  g.b = b;
+  g.c_f32 = y;
+  g.ldc = ldy;
+  g.row_scale = rs;
+  g.col_scale = w_scale;
+  g.bias = bias;
+  g.act = act;
+  run(g, ops);
+}
+
+Status quantize_static(const float* x, int64_t m, int64_t k, float scale, AKind kind, int32_t zp,
+                       uint8_t* out) {
+  const float lo = kind == AKind::u8 ? 0.0f : -128.0f, hi = kind == AKind::u8 ? 255.0f : 127.0f;
+  for (int64_t i = 0; i < m * k; ++i) {
+    const float v = x[i];
+    if (!std::isfinite(v)) return Status::at(StatusCode::non_finite, i);
+    float q = std::nearbyint(v / scale) + static_cast<float>(zp);
+    q = q < lo ? lo : (q > hi ? hi : q);
+    out[i] = kind == AKind::u8 ? static_cast<uint8_t>(q) : static_cast<uint8_t>(static_cast<int8_t>(q));
+  }
+  return Status::good();
+}
+
+}  // namespace edgepack::gemm
