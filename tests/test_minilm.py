@@ -107,8 +107,12 @@ def test_padding_never_changes_a_result(quant, request):
     sents = SENTENCES[:12] + SENTENCES[20:26]
     one_by_one = np.stack([enc.encode(s) for s in sents])
     batched = enc.encode(sents, batch_size=32)
-    # packed batches compute the same rows; only BLAS blocking may differ (float rounding)
-    np.testing.assert_allclose(batched, one_by_one, atol=2e-6)
+    if quant:
+        # every int8-path operation is row-wise or per sequence: batching is bit-exact
+        np.testing.assert_array_equal(batched, one_by_one)
+    else:
+        # float Linear layers are BLAS GEMMs whose blocking depends on M (float rounding)
+        np.testing.assert_allclose(batched, one_by_one, atol=2e-6)
     # the padded [B, T] + mask entry point gives the same hidden states as unpadded runs
     ids = enc.tokenizer.encode(sents[:6])
     T = max(map(len, ids)) + 5

@@ -148,8 +148,10 @@ def layer_norm_(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     layer on every token, so it matters next to the int8 GEMMs.
     """
     d = x.shape[-1]
-    # row sums as a matrix-vector product: BLAS does them ~4x faster than sum(axis=-1)
-    mu = (x @ np.full(d, 1.0 / d, np.float32))[:, None]
+    # per-row reductions (not a BLAS matvec, ~4x faster but blocked across rows): a row's result
+    # must not depend on which other rows share the batch, so int8 outputs are batch-invariant
+    mu = x.sum(axis=-1, keepdims=True)
+    mu *= np.float32(1.0 / d)
     x -= mu
     var = np.einsum("ij,ij->i", x, x)[:, None]
     var *= np.float32(1.0 / d)
