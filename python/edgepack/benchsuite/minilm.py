@@ -266,7 +266,12 @@ def _time_interleaved(fns: dict, min_time: float, min_reps: int = 3) -> dict:
 
 
 class _Threads:
-    """Set edgepack's and the BLAS's thread count for one measurement."""
+    """edgepack's thread count for one measurement, with the BLAS held at one thread.
+
+    edgepack's GEMMs run on its own pool; the BLAS only does the small attention matmuls, where
+    a second pool of spinning threads on the same cores costs far more than it gives (measured:
+    2-4x slower at two threads).  onnxruntime does not use the BLAS, so this is fair to it.
+    """
 
     def __init__(self, n: int):
         self.n = n
@@ -280,7 +285,7 @@ class _Threads:
         try:
             from threadpoolctl import threadpool_limits
 
-            self._ctl = threadpool_limits(limits=self.n)
+            self._ctl = threadpool_limits(limits=1, user_api="blas")
         except ImportError:
             self._ctl = None
         return self
