@@ -199,7 +199,19 @@ void block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
     }
 }
 
-// Per-row symmetric quantization: absmax with the NaN/Inf test folded in (x - x), divide,
+// round_half_even(x / s), bit-identical to the division (argument in zmm_kernel.inc, quant16):
+// multiply by 1/s, and divide only when a lane lands within 2^-10 of a half-integer.
+EP_INLINE __m256i quant8(__m256 x, __m256 vs, __m256 vr) {
+  const __m256 t = _mm256_mul_ps(x, vr);
+  const __m256i q = _mm256_cvtps_epi32(t);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 d = _mm256_and_ps(_mm256_sub_ps(t, _mm256_cvtepi32_ps(q)), absmask);
+  if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f - 1.0f / 1024), _CMP_GT_OQ)) != 0, 0))
+    return _mm256_cvtps_epi32(_mm256_div_ps(x, vs));
+  return q;
+}
+
+// Per-row symmetric quantization: absmax with the NaN/Inf test folded in (x - x), x / s (quant8),
 // cvtps2dq (round half to even), saturating packs to bytes.
 Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out, int64_t ldo,
                   int64_t kp, float* scale, uint8_t xor_mask) {
@@ -238,11 +250,12 @@ Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* ou
     scale[r] = s;
     const __m256 vs = _mm256_set1_ps(s);
     uint8_t* o = out + r * ldo;
+    const __m256 vr = _mm256_set1_ps(1.0f / s);
     for (c = 0; c + 32 <= k; c += 32) {
-      const __m256i q0 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c), vs));
-      const __m256i q1 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c + 8), vs));
-      const __m256i q2 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c + 16), vs));
-      const __m256i q3 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c + 24), vs));
+      const __m256i q0 = quant8(_mm256_loadu_ps(xr + c), vs, vr);
+      const __m256i q1 = quant8(_mm256_loadu_ps(xr + c + 8), vs, vr);
+      const __m256i q2 = quant8(_mm256_loadu_ps(xr + c + 16), vs, vr);
+      const __m256i q3 = quant8(_mm256_loadu_ps(xr + c + 24), vs, vr);
       const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c),
                           _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), xm));
