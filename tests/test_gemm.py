@@ -195,7 +195,7 @@ def test_packed_weights_copy():
 # ---- linear_int8 ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 64, 48), (3, 37, 20), (9, 130, 70), (20, 256, 33), (0, 8, 5)])
+@pytest.mark.parametrize("m,k,n", [(1, 64, 48), (3, 37, 20), (9, 130, 70), (20, 256, 33), (0, 8, 5), (3, 0, 5)])
 @pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("act", [None, "relu"])
 def test_linear_exact_without_transcendentals(isa, rng, m, k, n, use_bias, act):
@@ -354,3 +354,13 @@ def test_linear_quantization_near_ties_exact(isa, rng):
     y = linear_int8(x, w, 1.0)
     q, s = ref_quant_rows(x)
     np.testing.assert_array_equal(y, ref_epilogue(q.astype(np.int64), s, np.ones(k, F32), None))
+
+
+def test_bench_suite_smoke(capsys):
+    from edgepack.benchsuite.gemm import main
+
+    assert main(["--shapes", "4x64x40", "--threads", "1", "--quick", "--no-ort"]) == 0
+    text = capsys.readouterr().out
+    assert "4x64x40" in text and "GOP/s" in text
+    with pytest.raises(ValueError, match="MxKxN"):
+        main(["--shapes", "4x64", "--quick", "--no-ort"])
