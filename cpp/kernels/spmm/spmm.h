@@ -1,5 +1,26 @@
-// Kernel contract for the spmm area: the function-pointer types each path implements.
+// Kernel contract for the spmm area (sparse weights times dense activations).
 // Declarations only: this header is included by ISA translation units.
+//
+// Storage formats (built once by edgepack.kernels.pack_sparse, validated by the binding):
+//
+//   CSR ("unstructured"): for output row n, its nonzeros are p in [rp[n], rp[n+1]); col[p] is the
+//     input index k (uint16, so K <= 65536) and val[p] the value (float32 or int8). Columns are
+//     strictly increasing within a row. rp is int64 and absolute into col/val.
+//
+//   2:4: every group of 4 consecutive k holds at most 2 nonzeros (K % 4 == 0). Row n has K/2
+//     values val[n*K/2 + 2g + {0,1}] for group g, and the 2-bit positions of those values inside the
+//     group in meta: byte meta[n*MS + g/2], nibble (g%2)*4, pos0 in bits 0-1, pos1 in bits 2-3,
+//     pos0 < pos1 (a group with fewer nonzeros stores explicit zeros). MS = (K/4 + 1) / 2 bytes
+//     per row; the unused high nibble of an odd row tail is 0. So a kernel may read the 32-bit
+//     word at group g (g % 8 == 0, g + 8 <= K/4) and find group g+j at bits 4j..4j+3.
+//
+// Activations seen by the kernels:
+//   float kernels: x is float32, row-major with leading dimension ldx.
+//   int8 kernels: x is int32 holding sign-extended int8 values (so lanes can be gathered and
+//     multiplied without widening); accumulation is exact int32 (|sum| <= 65536 * 128 * 128 = 2^30).
+//
+// Kernels compute raw dot products only; bias, scales and activations are applied by the driver.
+// Every kernel writes (never accumulates into) its output.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -8,8 +29,42 @@
 
 namespace edgepack {
 
+// Rows of x handled together by a *_vec kernel (small-M path; the rows share index/value loads).
+constexpr int kSpmmVecRows = 4;
+// The *_tile kernels work on a transposed activation tile xt[K][mt], mt a multiple of 16 up to this.
+constexpr int kSpmmMaxTile = 64;
+
+// Small-M, CSR: y[r*ldy + i] = sum_p val[p] * x[r*ldx + col[p]] over p in [rp[i], rp[i+1]),
+// for r < mr (1 <= mr <= kSpmmVecRows) and i < n. rp points at the first row of the block.
+using SpmmCsrVecF32 = void (*)(const int64_t* rp, const uint16_t* col, const float* val, int64_t n,
+                               const float* x, int64_t ldx, int mr, float* y, int64_t ldy);
+using SpmmCsrVecS8 = void (*)(const int64_t* rp, const uint16_t* col, const int8_t* val, int64_t n,
+                              const int32_t* x, int64_t ldx, int mr, int32_t* y, int64_t ldy);
+
+// Large-M, CSR over a transposed activation tile: xt[k*mt + j] = x[m0 + j][k] (rows past M are
+// zero); yt[i*mt + j] = sum_p val[p] * xt[col[p]*mt + j], for i < n and j < mt.
+// mt is 16, 32, 48 or 64.
+using SpmmCsrTileF32 = void (*)(const int64_t* rp, const uint16_t* col, const float* val, int64_t n,
+                                const float* xt, int mt, float* yt);
+using SpmmCsrTileS8 = void (*)(const int64_t* rp, const uint16_t* col, const int8_t* val, int64_t n,
+                               const int32_t* xt, int mt, int32_t* yt);
+
+// Small-M, 2:4: rows i < n of a 2:4 matrix with K columns (val and meta point at the block's first
+// row; row strides K/2 and (K/4+1)/2). Same output contract as the CSR vec kernels.
+using SpmmNm24VecF32 = void (*)(const float* val, const uint8_t* meta, int64_t k, int64_t n,
+                                const float* x, int64_t ldx, int mr, float* y, int64_t ldy);
+using SpmmNm24VecS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t k, int64_t n,
+                               const int32_t* x, int64_t ldx, int mr, int32_t* y, int64_t ldy);
+// (Large-M 2:4 reuses the CSR tile kernels: the driver expands a block of rows' 2-bit positions
+// into uint16 columns, which costs one pass over the block and keeps one tile kernel per ISA.)
+
 struct SpmmOps {
-  int reserved = 0;  // filled in by the spmm area
+  SpmmCsrVecF32 csr_vec_f32 = nullptr;
+  SpmmCsrVecS8 csr_vec_s8 = nullptr;
+  SpmmCsrTileF32 csr_tile_f32 = nullptr;
+  SpmmCsrTileS8 csr_tile_s8 = nullptr;
+  SpmmNm24VecF32 nm24_vec_f32 = nullptr;
+  SpmmNm24VecS8 nm24_vec_s8 = nullptr;
 };
 
 }  // namespace edgepack

@@ -1,0 +1,291 @@
+#include "kernels/spmm/driver.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "kernels/spmm/spmm.h"
+
+namespace edgepack {
+namespace {
+
+// Output rows per task: small enough to spread over threads and keep the tile output in L1
+// (64 rows x 64 columns x 4 bytes = 16 KiB), large enough that per-task overhead is noise.
+constexpr int64_t kBlockRows = 64;
+// From this many activation rows on, a transposed tile (vectorized over M, one broadcast weight
+// per nonzero) beats gathering x per nonzero.
+constexpr int64_t kTileMinM = 8;
+// Below this many multiply-adds the call stays on the calling thread (waking workers costs more).
+constexpr int64_t kParallelMinWork = int64_t(1) << 17;
+
+inline float apply_act(float v, SpmmAct a) {
+  switch (a) {
+    case SpmmAct::none: return v;
+    case SpmmAct::relu: return v > 0.0f ? v : 0.0f;
+    case SpmmAct::gelu: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    case SpmmAct::gelu_tanh: {
+      const float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
+      return 0.5f * v * (1.0f + std::tanh(u));
+    }
+    case SpmmAct::silu: return v / (1.0f + std::exp(-v));
+  }
+  return v;
+}
+
+struct Tile {
+  int64_t m0, rows;
+  int mt;
+  size_t offset;  // into the transposed-activation buffer
+};
+
+// Per-thread scratch, grown once and reused: no heap traffic per call after the first.
+struct CallScratch {
+  std::vector<float> xt_f32;
+  std::vector<int32_t> xt_s32;  // transposed quantized activations (tile route)
+  std::vector<int32_t> x_s32;   // widened quantized activations (small-M route)
+  std::vector<float> xs;
+  std::vector<Tile> tiles;
+};
+thread_local CallScratch tl_call;
+struct TaskScratch {
+  std::vector<uint16_t> col;
+  std::vector<int64_t> rp;
+};
+thread_local TaskScratch tl_task;
+
+int tile_width(int64_t rows) {
+  if (rows >= kSpmmMaxTile) return kSpmmMaxTile;
+  return int((rows + 15) / 16 * 16);
+}
+
+void plan_tiles(int64_t m, int64_t k, std::vector<Tile>& tiles, size_t* total) {
+  tiles.clear();
+  size_t off = 0;
+  for (int64_t m0 = 0; m0 < m; m0 += kSpmmMaxTile) {
+    const int64_t rows = m - m0 < kSpmmMaxTile ? m - m0 : kSpmmMaxTile;
+    const int mt = tile_width(rows);
+    tiles.push_back(Tile{m0, rows, mt, off});
+    off += size_t(k) * size_t(mt);
+  }
+  *total = off;
+}
+
+// xt[kk*mt + j] = src(m0 + j, kk), zero past the last row; blocked over k so the strided writes stay
+// in L1.
+template <class T, class Src>
+void transpose_tile(const Tile& t, int64_t k, T* xt, Src src) {
+  constexpr int64_t kb = 64;
+  for (int64_t k0 = 0; k0 < k; k0 += kb) {
+    const int64_t k1 = k0 + kb < k ? k0 + kb : k;
+    for (int64_t j = 0; j < t.mt; ++j) {
+      if (j < t.rows) {
+        for (int64_t kk = k0; kk < k1; ++kk) xt[kk * t.mt + j] = src(t.m0 + j, kk);
+      } else {
+        for (int64_t kk = k0; kk < k1; ++kk) xt[kk * t.mt + j] = T(0);
+      }
+    }
+  }
+}
+
+// 2:4 rows [n0, n0+cnt) as CSR columns (absolute positions into the block's values).
+void expand_nm24(const SpmmMatrix& w, int64_t n0, int64_t cnt, TaskScratch& s) {
+  const int64_t groups = w.k / 4, half = w.k / 2, ms = (groups + 1) / 2;
+  s.col.resize(size_t(cnt * half));
+  s.rp.resize(size_t(cnt + 1));
+  for (int64_t i = 0; i <= cnt; ++i) s.rp[size_t(i)] = i * half;
+  for (int64_t i = 0; i < cnt; ++i) {
+    const uint8_t* m = w.meta + (n0 + i) * ms;
+    uint16_t* c = s.col.data() + i * half;
+    for (int64_t g = 0; g < groups; ++g) {
+      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+      c[2 * g] = uint16_t(4 * g + (b & 3u));
+      c[2 * g + 1] = uint16_t(4 * g + (b >> 2));
+    }
+  }
+}
+
+template <class T> struct KernelsFor;
+template <> struct KernelsFor<float> {
+  using V = float;
+  static SpmmCsrVecF32 csr_vec(const SpmmOps& o) { return o.csr_vec_f32; }
+  static SpmmCsrTileF32 csr_tile(const SpmmOps& o) { return o.csr_tile_f32; }
+  static SpmmNm24VecF32 nm24_vec(const SpmmOps& o) { return o.nm24_vec_f32; }
+};
+template <> struct KernelsFor<int32_t> {
+  using V = int8_t;
+  static SpmmCsrVecS8 csr_vec(const SpmmOps& o) { return o.csr_vec_s8; }
+  static SpmmCsrTileS8 csr_tile(const SpmmOps& o) { return o.csr_tile_s8; }
+  static SpmmNm24VecS8 nm24_vec(const SpmmOps& o) { return o.nm24_vec_s8; }
+};
+
+// The shared route. T is the activation/accumulator type (float, or int32 for int8 weights).
+// Small M: kernels write raw sums into `raw` ([m, n], may alias the final output) and epi(mi, n0,
+// cnt, src, stride) turns them into outputs in place. Large M: x arrives transposed in `xt` per tile.
+template <class T, class Epi>
+void run_core(const SpmmMatrix& w, int64_t m, const T* x, const T* xt, const std::vector<Tile>& tiles,
+              T* raw, const Epi& epi) {
+  using K = KernelsFor<T>;
+  using V = typename K::V;
+  const SpmmOps& ops = active().spmm;
+  const V* val = static_cast<const V*>(w.val);
+  const int64_t n = w.n, k = w.k, half = k / 2, ms = (k / 4 + 1) / 2;
+  const int64_t n_tasks = (n + kBlockRows - 1) / kBlockRows;
+  const int64_t work = (w.nnz > 0 ? w.nnz : 1) * m;
+  const int max_threads = work < kParallelMinWork ? 1 : 0;
+  const bool small = m < kTileMinM;
+
+  auto task = [&](int64_t ti) {
+    const int64_t n0 = ti * kBlockRows;
+    const int64_t cnt = n - n0 < kBlockRows ? n - n0 : kBlockRows;
+    if (small) {
+      for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
+        const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
+        T* out = raw + m0 * n + n0;
+        if (w.format == SpmmFormat::csr)
+          K::csr_vec(ops)(w.row_ptr + n0, w.col, val, cnt, x + m0 * k, k, mr, out, n);
+        else
+          K::nm24_vec(ops)(val + n0 * half, w.meta + n0 * ms, k, cnt, x + m0 * k, k, mr, out, n);
+        for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, out + r * n, int64_t(1));
+      }
+      return;
+    }
+    const int64_t* rp = w.row_ptr + n0;
+    const uint16_t* col = w.col;
+    const V* v = val;
+    if (w.format == SpmmFormat::nm24) {
+      TaskScratch& s = tl_task;
+      expand_nm24(w, n0, cnt, s);
+      rp = s.rp.data();
+      col = s.col.data();
+      v = val + n0 * half;
+    }
+    alignas(64) T yt[kBlockRows * kSpmmMaxTile];
+    for (const Tile& t : tiles) {
+      K::csr_tile(ops)(rp, col, v, cnt, xt + t.offset, t.mt, yt);
+      for (int64_t j = 0; j < t.rows; ++j) epi(t.m0 + j, n0, cnt, yt + j, int64_t(t.mt));
+    }
+  };
+  parallel_for(n_tasks, task, max_threads);
+}
+
+// Per-row dynamic quantization (scale = absmax / 127, round half to even); the quantized row goes
+// to put(mi, kk, q). Returns the flat index of the first non-finite value, or -1.
+int64_t row_scales(const float* x, int64_t m, int64_t k, float* xs) {
+  for (int64_t mi = 0; mi < m; ++mi) {
+    const float* r = x + mi * k;
+    float amax = 0.0f;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      if (!std::isfinite(r[kk])) return mi * k + kk;
+      const float a = std::fabs(r[kk]);
+      amax = a > amax ? a : amax;
+    }
+    xs[mi] = amax / 127.0f;
+  }
+  return -1;
+}
+
+inline int32_t quantize1(float v, float s) {
+  if (s == 0.0f) return 0;
+  float q = std::nearbyint(v / s);
+  q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+  return int32_t(q);
+}
+
+}  // namespace
+
+Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bias, SpmmAct act, float* y) {
+  if (m <= 0 || w.n <= 0) return Status::good();
+  const int64_t n = w.n, k = w.k;
+  CallScratch& cs = tl_call;
+  const bool small = m < kTileMinM;
+  size_t xt_size = 0;
+  if (!small) plan_tiles(m, k, cs.tiles, &xt_size);
+
+  if (!w.int8) {
+    const float* xt = nullptr;
+    if (!small) {
+      cs.xt_f32.resize(xt_size);
+      for (const Tile& t : cs.tiles)
+        transpose_tile(t, k, cs.xt_f32.data() + t.offset,
+                       [&](int64_t mi, int64_t kk) { return x[mi * k + kk]; });
+      xt = cs.xt_f32.data();
+    }
+    auto epi = [&](int64_t mi, int64_t n0, int64_t cnt, const float* src, int64_t stride) {
+      float* out = y + mi * n + n0;
+      const float* b = bias ? bias + n0 : nullptr;
+      for (int64_t i = 0; i < cnt; ++i) {
+        float v = src[i * stride];
+        if (b) v += b[i];
+        out[i] = apply_act(v, act);
+      }
+    };
+    run_core<float>(w, m, x, xt, cs.tiles, y, epi);
+    return Status::good();
+  }
+
+  cs.xs.resize(size_t(m));
+  float* xs = cs.xs.data();
+  const int64_t bad = row_scales(x, m, k, xs);
+  if (bad >= 0) return Status::at(StatusCode::non_finite, bad);
+  const int32_t* xq = nullptr;
+  const int32_t* xt = nullptr;
+  if (small) {
+    cs.x_s32.resize(size_t(m * k));
+    for (int64_t mi = 0; mi < m; ++mi)
+      for (int64_t kk = 0; kk < k; ++kk) cs.x_s32[size_t(mi * k + kk)] = quantize1(x[mi * k + kk], xs[mi]);
+    xq = cs.x_s32.data();
+  } else {
+    cs.xt_s32.resize(xt_size);
+    for (const Tile& t : cs.tiles)
+      transpose_tile(t, k, cs.xt_s32.data() + t.offset,
+                     [&](int64_t mi, int64_t kk) { return quantize1(x[mi * k + kk], xs[mi]); });
+    xt = cs.xt_s32.data();
+  }
+  // Small M: the int32 sums land in y's own memory and are converted in place.
+  int32_t* raw = reinterpret_cast<int32_t*>(y);
+  const float* ws = w.scale;
+  auto epi = [&](int64_t mi, int64_t n0, int64_t cnt, const int32_t* src, int64_t stride) {
+    float* out = y + mi * n + n0;
+    const float* b = bias ? bias + n0 : nullptr;
+    const float sx = xs[mi];
+    for (int64_t i = 0; i < cnt; ++i) {
+      float v = float(src[i * stride]) * sx * ws[n0 + i];
+      if (b) v += b[i];
+      out[i] = apply_act(v, act);
+    }
+  };
+  run_core<int32_t>(w, m, xq, xt, cs.tiles, raw, epi);
+  return Status::good();
+}
+
+Status spmm_acc_s8(const SpmmMatrix& w, const int8_t* xq, int64_t m, int32_t* acc) {
+  if (m <= 0 || w.n <= 0) return Status::good();
+  const int64_t n = w.n, k = w.k;
+  CallScratch& cs = tl_call;
+  const bool small = m < kTileMinM;
+  const int32_t* x32 = nullptr;
+  const int32_t* xt = nullptr;
+  if (small) {
+    cs.x_s32.resize(size_t(m * k));
+    for (int64_t i = 0; i < m * k; ++i) cs.x_s32[size_t(i)] = xq[i];
+    x32 = cs.x_s32.data();
+  } else {
+    size_t xt_size = 0;
+    plan_tiles(m, k, cs.tiles, &xt_size);
+    cs.xt_s32.resize(xt_size);
+    for (const Tile& t : cs.tiles)
+      transpose_tile(t, k, cs.xt_s32.data() + t.offset,
+                     [&](int64_t mi, int64_t kk) { return int32_t(xq[mi * k + kk]); });
+    xt = cs.xt_s32.data();
+  }
+  auto epi = [&](int64_t mi, int64_t n0, int64_t cnt, const int32_t* src, int64_t stride) {
+    int32_t* out = acc + mi * n + n0;
+    if (src == out) return;
+    for (int64_t i = 0; i < cnt; ++i) out[i] = src[i * stride];
+  };
+  run_core<int32_t>(w, m, x32, xt, cs.tiles, acc, epi);
+  return Status::good();
+}
+
+}  // namespace edgepack

@@ -1,0 +1,38 @@
+// spmm driver: picks the small-M or tiled route, quantizes activations for int8 weights, splits
+// the output rows (N) over threads and applies bias, scales and the activation.
+// Baseline code: calls the per-ISA kernels through the active KernelTable.
+#pragma once
+#include <cstdint>
+
+#include "core/status.h"
+
+namespace edgepack {
+
+enum class SpmmFormat : int { csr = 0, nm24 = 1 };
+enum class SpmmAct : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3, silu = 4 };
+
+// A validated sparse matrix [n, k] (pointers owned by the caller; see kernels/spmm/spmm.h).
+struct SpmmMatrix {
+  SpmmFormat format = SpmmFormat::csr;
+  bool int8 = false;             // values are int8 with a per-row scale
+  int64_t n = 0, k = 0;
+  const int64_t* row_ptr = nullptr;  // csr: [n+1]
+  const uint16_t* col = nullptr;     // csr: [nnz]
+  const void* val = nullptr;         // csr: [nnz]; 2:4: [n, k/2]
+  const uint8_t* meta = nullptr;     // 2:4: [n, (k/4+1)/2]
+  const float* scale = nullptr;      // int8: [n]
+  int64_t nnz = 0;                   // stored values
+};
+
+// y[m, n] = act(x[m] . dense(w)[n] + bias[n]) for float values;
+// y[m, n] = act(acc[m, n] * xs[m] * ws[n] + bias[n]) for int8 values, where x[m] is quantized per
+// row (xs = absmax/127, round half to even) and acc is the exact int32 product.
+// x: [m, k] float32 row-major; y: [m, n]; bias may be null. Returns non_finite (index into x)
+// when int8 weights meet a NaN/Inf activation (the quantizer cannot represent it).
+Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bias, SpmmAct act, float* y);
+
+// The int32 accumulators acc[m, n] = sum_k xq[m, k] * w[n, k] for int8 weights and int8 xq
+// (any value): the exact integer part of spmm_run, exposed for testing every path.
+Status spmm_acc_s8(const SpmmMatrix& w, const int8_t* xq, int64_t m, int32_t* acc);
+
+}  // namespace edgepack
