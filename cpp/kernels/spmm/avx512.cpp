@@ -109,15 +109,15 @@ void csr_vec_s8(const int64_t* rp, const uint16_t* col, const int8_t* val, int64
 // NV vectors of 16 per tile row; S nonzeros in flight (independent accumulator sets) so FMA latency
 // is hidden when NV is small.
 template <int NV, int S>
-void csr_tile_f32_t(const int64_t* rp, const uint16_t* col, const float* val, int64_t n, const float* xt,
-                    float* yt) {
+void csr_tile_f32_t(const int64_t* seg, int64_t ss, const uint16_t* col, const float* val, int64_t n,
+                    const float* xt, float* yt, bool accumulate) {
   constexpr int MT = NV * 16;
   for (int64_t i = 0; i < n; ++i) {
     __m512 acc[S][NV];
     for (int s = 0; s < S; ++s)
       for (int v = 0; v < NV; ++v) acc[s][v] = _mm512_setzero_ps();
-    int64_t p = rp[i];
-    const int64_t end = rp[i + 1];
+    int64_t p = seg[i * ss];
+    const int64_t end = seg[i * ss + 1];
     for (; p + S <= end; p += S) {
       for (int s = 0; s < S; ++s) {
         const __m512 w = _mm512_set1_ps(val[p + s]);
@@ -133,31 +133,32 @@ void csr_tile_f32_t(const int64_t* rp, const uint16_t* col, const float* val, in
     for (int v = 0; v < NV; ++v) {
       __m512 t = acc[0][v];
       for (int s = 1; s < S; ++s) t = _mm512_add_ps(t, acc[s][v]);
+      if (accumulate) t = _mm512_add_ps(t, _mm512_loadu_ps(yt + i * MT + 16 * v));
       _mm512_storeu_ps(yt + i * MT + 16 * v, t);
     }
   }
 }
 
-void csr_tile_f32(const int64_t* rp, const uint16_t* col, const float* val, int64_t n, const float* xt, int mt,
-                  float* yt) {
+void csr_tile_f32(const int64_t* seg, int64_t ss, const uint16_t* col, const float* val, int64_t n,
+                  const float* xt, int mt, float* yt, bool accumulate) {
   switch (mt) {
-    case 16: csr_tile_f32_t<1, 4>(rp, col, val, n, xt, yt); break;
-    case 32: csr_tile_f32_t<2, 4>(rp, col, val, n, xt, yt); break;
-    case 48: csr_tile_f32_t<3, 2>(rp, col, val, n, xt, yt); break;
-    default: csr_tile_f32_t<4, 2>(rp, col, val, n, xt, yt); break;
+    case 16: csr_tile_f32_t<1, 4>(seg, ss, col, val, n, xt, yt, accumulate); break;
+    case 32: csr_tile_f32_t<2, 4>(seg, ss, col, val, n, xt, yt, accumulate); break;
+    case 48: csr_tile_f32_t<3, 2>(seg, ss, col, val, n, xt, yt, accumulate); break;
+    default: csr_tile_f32_t<4, 2>(seg, ss, col, val, n, xt, yt, accumulate); break;
   }
 }
 
 template <int NV, int S>
-void csr_tile_s8_t(const int64_t* rp, const uint16_t* col, const int8_t* val, int64_t n, const int32_t* xt,
-                   int32_t* yt) {
+void csr_tile_s8_t(const int64_t* seg, int64_t ss, const uint16_t* col, const int8_t* val, int64_t n,
+                   const int32_t* xt, int32_t* yt, bool accumulate) {
   constexpr int MT = NV * 16;
   for (int64_t i = 0; i < n; ++i) {
     __m512i acc[S][NV];
     for (int s = 0; s < S; ++s)
       for (int v = 0; v < NV; ++v) acc[s][v] = _mm512_setzero_si512();
-    int64_t p = rp[i];
-    const int64_t end = rp[i + 1];
+    int64_t p = seg[i * ss];
+    const int64_t end = seg[i * ss + 1];
     for (; p + S <= end; p += S) {
       for (int s = 0; s < S; ++s) {
         const __m512i w = _mm512_set1_epi32(int32_t(uint16_t(int16_t(val[p + s]))));
@@ -175,18 +176,19 @@ void csr_tile_s8_t(const int64_t* rp, const uint16_t* col, const int8_t* val, in
     for (int v = 0; v < NV; ++v) {
       __m512i t = acc[0][v];
       for (int s = 1; s < S; ++s) t = _mm512_add_epi32(t, acc[s][v]);
+      if (accumulate) t = _mm512_add_epi32(t, _mm512_loadu_si512(yt + i * MT + 16 * v));
       _mm512_storeu_si512(yt + i * MT + 16 * v, t);
     }
   }
 }
 
-void csr_tile_s8(const int64_t* rp, const uint16_t* col, const int8_t* val, int64_t n, const int32_t* xt, int mt,
-                 int32_t* yt) {
+void csr_tile_s8(const int64_t* seg, int64_t ss, const uint16_t* col, const int8_t* val, int64_t n,
+                 const int32_t* xt, int mt, int32_t* yt, bool accumulate) {
   switch (mt) {
-    case 16: csr_tile_s8_t<1, 4>(rp, col, val, n, xt, yt); break;
-    case 32: csr_tile_s8_t<2, 2>(rp, col, val, n, xt, yt); break;
-    case 48: csr_tile_s8_t<3, 2>(rp, col, val, n, xt, yt); break;
-    default: csr_tile_s8_t<4, 1>(rp, col, val, n, xt, yt); break;
+    case 16: csr_tile_s8_t<1, 4>(seg, ss, col, val, n, xt, yt, accumulate); break;
+    case 32: csr_tile_s8_t<2, 2>(seg, ss, col, val, n, xt, yt, accumulate); break;
+    case 48: csr_tile_s8_t<3, 2>(seg, ss, col, val, n, xt, yt, accumulate); break;
+    default: csr_tile_s8_t<4, 1>(seg, ss, col, val, n, xt, yt, accumulate); break;
   }
 }
 

@@ -1,5 +1,6 @@
 #include "kernels/spmm/driver.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -13,6 +14,11 @@ namespace {
 // Output rows per task: small enough to spread over threads and keep the tile output in L1
 // (64 rows x 64 columns x 4 bytes = 16 KiB), large enough that per-task overhead is noise.
 constexpr int64_t kBlockRows = 64;
+// Output rows per task on the tiled route: each K-block of the activation tile (in L1) is reused by
+// every row of the block.
+constexpr int64_t kTileBlockRows = 128;
+// Bytes of the transposed activation tile one K-block covers: about two thirds of a 48 KiB L1.
+constexpr int64_t kTileChunkBytes = 32768;
 // From this many activation rows on, a transposed tile (vectorized over M, one broadcast weight
 // per nonzero) beats gathering x per nonzero.
 constexpr int64_t kTileMinM = 8;
@@ -50,7 +56,7 @@ struct CallScratch {
 thread_local CallScratch tl_call;
 struct TaskScratch {
   std::vector<uint16_t> col;
-  std::vector<int64_t> rp;
+  std::vector<int64_t> seg;
 };
 thread_local TaskScratch tl_task;
 
@@ -88,21 +94,60 @@ void transpose_tile(const Tile& t, int64_t k, T* xt, Src src) {
   }
 }
 
-// 2:4 rows [n0, n0+cnt) as CSR columns (absolute positions into the block's values).
+// 2:4 rows [n0, n0+cnt) as CSR columns (row i at i*K/2 of the buffer), one byte (2 groups) at a time.
 void expand_nm24(const SpmmMatrix& w, int64_t n0, int64_t cnt, TaskScratch& s) {
   const int64_t groups = w.k / 4, half = w.k / 2, ms = (groups + 1) / 2;
   s.col.resize(size_t(cnt * half));
-  s.rp.resize(size_t(cnt + 1));
-  for (int64_t i = 0; i <= cnt; ++i) s.rp[size_t(i)] = i * half;
   for (int64_t i = 0; i < cnt; ++i) {
     const uint8_t* m = w.meta + (n0 + i) * ms;
     uint16_t* c = s.col.data() + i * half;
-    for (int64_t g = 0; g < groups; ++g) {
-      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+    int64_t g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      const unsigned b = m[g >> 1];
+      const uint16_t k0 = uint16_t(4 * g);
+      c[2 * g] = uint16_t(k0 + (b & 3u));
+      c[2 * g + 1] = uint16_t(k0 + ((b >> 2) & 3u));
+      c[2 * g + 2] = uint16_t(k0 + 4 + ((b >> 4) & 3u));
+      c[2 * g + 3] = uint16_t(k0 + 4 + (b >> 6));
+    }
+    if (g < groups) {
+      const unsigned b = m[g >> 1];
       c[2 * g] = uint16_t(4 * g + (b & 3u));
-      c[2 * g + 1] = uint16_t(4 * g + (b >> 2));
+      c[2 * g + 1] = uint16_t(4 * g + ((b >> 2) & 3u));
     }
   }
+}
+
+// K-block boundaries: seg[i*(nkb+1) + b] = first nonzero of row i with column >= b*kc.
+void csr_segments(const int64_t* rp, const uint16_t* col, int64_t cnt, int64_t k, int64_t kc,
+                  std::vector<int64_t>& seg) {
+  const int64_t nkb = (k + kc - 1) / kc, ss = nkb + 1;
+  seg.resize(size_t(cnt * ss));
+  for (int64_t i = 0; i < cnt; ++i) {
+    int64_t* s = seg.data() + i * ss;
+    const uint16_t* lo = col + rp[i];
+    const uint16_t* hi = col + rp[i + 1];
+    s[0] = rp[i];
+    for (int64_t b = 1; b < nkb; ++b) {
+      lo = std::lower_bound(lo, hi, uint16_t(b * kc));
+      s[b] = lo - col;
+    }
+    s[nkb] = rp[i + 1];
+  }
+}
+
+// K-block length for tile width mt: small enough that the block's slice of the activation tile stays
+// in L1, long enough that each row still has ~kMinSegNnz nonzeros per block (each block costs a
+// row some fixed work: accumulator set-up, reduction, a load and store of its output).
+constexpr int64_t kMinSegNnz = 64;
+int64_t tile_kc(int mt, int64_t k, int64_t nnz_per_row) {
+  int64_t kc = kTileChunkBytes / (int64_t(mt) * 4);
+  int64_t max_blocks = nnz_per_row / kMinSegNnz;
+  if (max_blocks < 1) max_blocks = 1;
+  const int64_t kc_min = (k + max_blocks - 1) / max_blocks;
+  if (kc < kc_min) kc = kc_min;
+  if (kc < 16) kc = 16;
+  return (kc + 3) / 4 * 4;  // a multiple of 4 keeps 2:4 groups whole
 }
 
 template <class T> struct KernelsFor;
@@ -130,14 +175,15 @@ void run_core(const SpmmMatrix& w, int64_t m, const T* x, const T* xt, const std
   const SpmmOps& ops = active().spmm;
   const V* val = static_cast<const V*>(w.val);
   const int64_t n = w.n, k = w.k, half = k / 2, ms = (k / 4 + 1) / 2;
-  const int64_t n_tasks = (n + kBlockRows - 1) / kBlockRows;
+  const bool small = m < kTileMinM;
+  const int64_t rows_per_task = small ? kBlockRows : kTileBlockRows;
+  const int64_t n_tasks = (n + rows_per_task - 1) / rows_per_task;
   const int64_t work = (w.nnz > 0 ? w.nnz : 1) * m;
   const int max_threads = work < kParallelMinWork ? 1 : 0;
-  const bool small = m < kTileMinM;
 
   auto task = [&](int64_t ti) {
-    const int64_t n0 = ti * kBlockRows;
-    const int64_t cnt = n - n0 < kBlockRows ? n - n0 : kBlockRows;
+    const int64_t n0 = ti * rows_per_task;
+    const int64_t cnt = n - n0 < rows_per_task ? n - n0 : rows_per_task;
     if (small) {
       for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
         const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
@@ -150,19 +196,35 @@ void run_core(const SpmmMatrix& w, int64_t m, const T* x, const T* xt, const std
       }
       return;
     }
-    const int64_t* rp = w.row_ptr + n0;
+    TaskScratch& s = tl_task;
     const uint16_t* col = w.col;
     const V* v = val;
     if (w.format == SpmmFormat::nm24) {
-      TaskScratch& s = tl_task;
       expand_nm24(w, n0, cnt, s);
-      rp = s.rp.data();
       col = s.col.data();
       v = val + n0 * half;
     }
-    alignas(64) T yt[kBlockRows * kSpmmMaxTile];
+    alignas(64) T yt[kTileBlockRows * kSpmmMaxTile];
+    int64_t seg_kc = -1, nkb = 0;
     for (const Tile& t : tiles) {
-      K::csr_tile(ops)(rp, col, v, cnt, xt + t.offset, t.mt, yt);
+      const int64_t kc = tile_kc(t.mt, k, w.nnz / (n > 0 ? n : 1));
+      if (kc != seg_kc) {
+        seg_kc = kc;
+        nkb = (k + kc - 1) / kc;
+        if (w.format == SpmmFormat::csr) {
+          csr_segments(w.row_ptr + n0, w.col, cnt, k, kc, s.seg);
+        } else {
+          s.seg.resize(size_t(cnt * (nkb + 1)));
+          for (int64_t i = 0; i < cnt; ++i)
+            for (int64_t b = 0; b <= nkb; ++b)
+              s.seg[size_t(i * (nkb + 1) + b)] = i * half + (b * kc < k ? b * kc : k) / 2;
+        }
+      }
+      if (nkb == 0) {
+        for (int64_t i = 0; i < cnt * t.mt; ++i) yt[i] = T(0);
+      }
+      for (int64_t b = 0; b < nkb; ++b)
+        K::csr_tile(ops)(s.seg.data() + b, nkb + 1, col, v, cnt, xt + t.offset, t.mt, yt, b > 0);
       for (int64_t j = 0; j < t.rows; ++j) epi(t.m0 + j, n0, cnt, yt + j, int64_t(t.mt));
     }
   };

@@ -30,12 +30,13 @@ void csr_vec_s8(const int64_t* rp, const uint16_t* col, const int8_t* val, int64
   }
 }
 
-void csr_tile_f32(const int64_t* rp, const uint16_t* col, const float* val, int64_t n, const float* xt,
-                  int mt, float* yt) {
+void csr_tile_f32(const int64_t* seg, int64_t ss, const uint16_t* col, const float* val, int64_t n,
+                  const float* xt, int mt, float* yt, bool accumulate) {
   for (int64_t i = 0; i < n; ++i) {
     float* o = yt + i * mt;
-    for (int j = 0; j < mt; ++j) o[j] = 0.0f;
-    for (int64_t p = rp[i]; p < rp[i + 1]; ++p) {
+    if (!accumulate)
+      for (int j = 0; j < mt; ++j) o[j] = 0.0f;
+    for (int64_t p = seg[i * ss]; p < seg[i * ss + 1]; ++p) {
       const float w = val[p];
       const float* xr = xt + int64_t(col[p]) * mt;
       for (int j = 0; j < mt; ++j) o[j] += w * xr[j];
@@ -43,12 +44,13 @@ void csr_tile_f32(const int64_t* rp, const uint16_t* col, const float* val, int6
   }
 }
 
-void csr_tile_s8(const int64_t* rp, const uint16_t* col, const int8_t* val, int64_t n, const int32_t* xt,
-                 int mt, int32_t* yt) {
+void csr_tile_s8(const int64_t* seg, int64_t ss, const uint16_t* col, const int8_t* val, int64_t n,
+                 const int32_t* xt, int mt, int32_t* yt, bool accumulate) {
   for (int64_t i = 0; i < n; ++i) {
     int32_t* o = yt + i * mt;
-    for (int j = 0; j < mt; ++j) o[j] = 0;
-    for (int64_t p = rp[i]; p < rp[i + 1]; ++p) {
+    if (!accumulate)
+      for (int j = 0; j < mt; ++j) o[j] = 0;
+    for (int64_t p = seg[i * ss]; p < seg[i * ss + 1]; ++p) {
       const int32_t w = val[p];
       const int32_t* xr = xt + int64_t(col[p]) * mt;
       for (int j = 0; j < mt; ++j) o[j] += w * xr[j];

@@ -42,12 +42,14 @@ using SpmmCsrVecS8 = void (*)(const int64_t* rp, const uint16_t* col, const int8
                               const int32_t* x, int64_t ldx, int mr, int32_t* y, int64_t ldy);
 
 // Large-M, CSR over a transposed activation tile: xt[k*mt + j] = x[m0 + j][k] (rows past M are
-// zero); yt[i*mt + j] = sum_p val[p] * xt[col[p]*mt + j], for i < n and j < mt.
+// zero). Row i's nonzeros for this call are p in [seg[i*ss], seg[i*ss + 1]) (the driver passes one
+// K-block of each row, so the part of xt they touch stays in L1); then
+// yt[i*mt + j] (=, or += when accumulate) sum_p val[p] * xt[col[p]*mt + j], for i < n, j < mt.
 // mt is 16, 32, 48 or 64.
-using SpmmCsrTileF32 = void (*)(const int64_t* rp, const uint16_t* col, const float* val, int64_t n,
-                                const float* xt, int mt, float* yt);
-using SpmmCsrTileS8 = void (*)(const int64_t* rp, const uint16_t* col, const int8_t* val, int64_t n,
-                               const int32_t* xt, int mt, int32_t* yt);
+using SpmmCsrTileF32 = void (*)(const int64_t* seg, int64_t ss, const uint16_t* col, const float* val,
+                                int64_t n, const float* xt, int mt, float* yt, bool accumulate);
+using SpmmCsrTileS8 = void (*)(const int64_t* seg, int64_t ss, const uint16_t* col, const int8_t* val,
+                               int64_t n, const int32_t* xt, int mt, int32_t* yt, bool accumulate);
 
 // Small-M, 2:4: rows i < n of a 2:4 matrix with K columns (val and meta point at the block's first
 // row; row strides K/2 and (K/4+1)/2). Same output contract as the CSR vec kernels.
