@@ -298,6 +298,98 @@ void nm24_vec_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t n, c
   }
 }
 
+
+struct F32Ops {
+  using V = __m512;
+  using X = float;
+  using W = float;
+  static constexpr int L = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V bcast(W w) { return _mm512_set1_ps(w); }
+  static V madd(V acc, V w, const X* x) { return _mm512_fmadd_ps(w, _mm512_loadu_ps(x), acc); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V load(const X* p) { return _mm512_loadu_ps(p); }
+  static void store(X* p, V v) { _mm512_storeu_ps(p, v); }
+};
+struct S8Ops {
+  using V = __m512i;
+  using X = int32_t;
+  using W = int8_t;
+  static constexpr int L = 16;
+  static V zero() { return _mm512_setzero_si512(); }
+  static V bcast(W w) { return _mm512_set1_epi32(int32_t(uint16_t(int16_t(w)))); }
+  static V madd(V acc, V w, const X* x) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_loadu_si512(x))); }
+  static V add(V a, V b) { return _mm512_add_epi32(a, b); }
+  static V load(const X* p) { return _mm512_loadu_si512(p); }
+  static void store(X* p, V v) { _mm512_storeu_si512(p, v); }
+};
+
+// Large-M 2:4: one meta byte = 2 groups = 4 values per step; each value's row of the transposed
+// tile is found from its 2-bit position (no expanded column indices). Value j of a step goes to
+// accumulator set j % S, so S independent FMA chains hide latency at small tile widths.
+template <class O, int NV, int S>
+void nm24_tile_t(const typename O::W* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1, int64_t n,
+                 const typename O::X* xt, typename O::X* yt, bool accumulate) {
+  using V = typename O::V;
+  using X = typename O::X;
+  constexpr int MT = NV * O::L;
+  const int64_t vs = k / 2, ms = (k / 4 + 1) / 2;
+  const int64_t pair_end = g0 + ((g1 - g0) & ~int64_t(1));
+  for (int64_t i = 0; i < n; ++i) {
+    const typename O::W* v = val + i * vs;
+    const uint8_t* m = meta + i * ms;
+    V acc[S][NV];
+    for (int s = 0; s < S; ++s)
+      for (int u = 0; u < NV; ++u) acc[s][u] = O::zero();
+    int64_t g = g0;
+    for (; g < pair_end; g += 2) {
+      const unsigned b = m[g >> 1];
+      const X* xg = xt + 4 * g * MT;
+      const X* xp[4] = {xg + (b & 3u) * MT, xg + ((b >> 2) & 3u) * MT, xg + (4 + ((b >> 4) & 3u)) * MT,
+                        xg + (4 + (b >> 6)) * MT};
+      for (int j = 0; j < 4; ++j) {
+        const V w = O::bcast(v[2 * g + j]);
+        for (int u = 0; u < NV; ++u) acc[j % S][u] = O::madd(acc[j % S][u], w, xp[j] + u * O::L);
+      }
+    }
+    if (g < g1) {
+      const unsigned b = m[g >> 1] & 15u;
+      const X* xg = xt + 4 * g * MT;
+      const X* xp[2] = {xg + (b & 3u) * MT, xg + (b >> 2) * MT};
+      for (int j = 0; j < 2; ++j) {
+        const V w = O::bcast(v[2 * g + j]);
+        for (int u = 0; u < NV; ++u) acc[j % S][u] = O::madd(acc[j % S][u], w, xp[j] + u * O::L);
+      }
+    }
+    for (int u = 0; u < NV; ++u) {
+      V t = acc[0][u];
+      for (int s = 1; s < S; ++s) t = O::add(t, acc[s][u]);
+      if (accumulate) t = O::add(t, O::load(yt + i * MT + u * O::L));
+      O::store(yt + i * MT + u * O::L, t);
+    }
+  }
+}
+
+void nm24_tile_f32(const float* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1, int64_t n,
+                   const float* xt, int mt, float* yt, bool accumulate) {
+  switch (mt) {
+    case 16: nm24_tile_t<F32Ops, 1, 4>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+    case 32: nm24_tile_t<F32Ops, 2, 4>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+    case 48: nm24_tile_t<F32Ops, 3, 2>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+    default: nm24_tile_t<F32Ops, 4, 2>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+  }
+}
+
+void nm24_tile_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1, int64_t n,
+                   const int32_t* xt, int mt, int32_t* yt, bool accumulate) {
+  switch (mt) {
+    case 16: nm24_tile_t<S8Ops, 1, 4>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+    case 32: nm24_tile_t<S8Ops, 2, 4>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+    case 48: nm24_tile_t<S8Ops, 3, 2>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+    default: nm24_tile_t<S8Ops, 4, 2>(val, meta, k, g0, g1, n, xt, yt, accumulate); break;
+  }
+}
+
 }  // namespace
 
 void register_spmm(KernelTable& t) {
@@ -307,6 +399,8 @@ void register_spmm(KernelTable& t) {
   t.spmm.csr_tile_s8 = csr_tile_s8;
   t.spmm.nm24_vec_f32 = nm24_vec_f32;
   t.spmm.nm24_vec_s8 = nm24_vec_s8;
+  t.spmm.nm24_tile_f32 = nm24_tile_f32;
+  t.spmm.nm24_tile_s8 = nm24_tile_s8;
 }
 
 }  // namespace edgepack::avx512

@@ -39,6 +39,19 @@ inline float apply_act(float v, SpmmAct a) {
   return v;
 }
 
+// The activation over a contiguous output slice, with the switch outside the loop.
+void apply_act_inplace(float* out, int64_t cnt, SpmmAct act) {
+  switch (act) {
+    case SpmmAct::none: return;
+    case SpmmAct::relu:
+      for (int64_t i = 0; i < cnt; ++i) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+      return;
+    default:
+      for (int64_t i = 0; i < cnt; ++i) out[i] = apply_act(out[i], act);
+      return;
+  }
+}
+
 struct Tile {
   int64_t m0, rows;
   int mt;
@@ -55,8 +68,7 @@ struct CallScratch {
 };
 thread_local CallScratch tl_call;
 struct TaskScratch {
-  std::vector<uint16_t> col;
-  std::vector<int64_t> seg;
+  std::vector<int64_t> seg;  // K-block boundaries of the task's CSR rows
 };
 thread_local TaskScratch tl_task;
 
@@ -94,30 +106,6 @@ void transpose_tile(const Tile& t, int64_t k, T* xt, Src src) {
   }
 }
 
-// 2:4 rows [n0, n0+cnt) as CSR columns (row i at i*K/2 of the buffer), one byte (2 groups) at a time.
-void expand_nm24(const SpmmMatrix& w, int64_t n0, int64_t cnt, TaskScratch& s) {
-  const int64_t groups = w.k / 4, half = w.k / 2, ms = (groups + 1) / 2;
-  s.col.resize(size_t(cnt * half));
-  for (int64_t i = 0; i < cnt; ++i) {
-    const uint8_t* m = w.meta + (n0 + i) * ms;
-    uint16_t* c = s.col.data() + i * half;
-    int64_t g = 0;
-    for (; g + 2 <= groups; g += 2) {
-      const unsigned b = m[g >> 1];
-      const uint16_t k0 = uint16_t(4 * g);
-      c[2 * g] = uint16_t(k0 + (b & 3u));
-      c[2 * g + 1] = uint16_t(k0 + ((b >> 2) & 3u));
-      c[2 * g + 2] = uint16_t(k0 + 4 + ((b >> 4) & 3u));
-      c[2 * g + 3] = uint16_t(k0 + 4 + (b >> 6));
-    }
-    if (g < groups) {
-      const unsigned b = m[g >> 1];
-      c[2 * g] = uint16_t(4 * g + (b & 3u));
-      c[2 * g + 1] = uint16_t(4 * g + ((b >> 2) & 3u));
-    }
-  }
-}
-
 // K-block boundaries: seg[i*(nkb+1) + b] = first nonzero of row i with column >= b*kc.
 void csr_segments(const int64_t* rp, const uint16_t* col, int64_t cnt, int64_t k, int64_t kc,
                   std::vector<int64_t>& seg) {
@@ -139,7 +127,7 @@ void csr_segments(const int64_t* rp, const uint16_t* col, int64_t cnt, int64_t k
 // K-block length for tile width mt: small enough that the block's slice of the activation tile stays
 // in L1, long enough that each row still has ~kMinSegNnz nonzeros per block (each block costs a
 // row some fixed work: accumulator set-up, reduction, a load and store of its output).
-constexpr int64_t kMinSegNnz = 64;
+constexpr int64_t kMinSegNnz = 24;
 int64_t tile_kc(int mt, int64_t k, int64_t nnz_per_row) {
   int64_t kc = kTileChunkBytes / (int64_t(mt) * 4);
   int64_t max_blocks = nnz_per_row / kMinSegNnz;
@@ -147,7 +135,7 @@ int64_t tile_kc(int mt, int64_t k, int64_t nnz_per_row) {
   const int64_t kc_min = (k + max_blocks - 1) / max_blocks;
   if (kc < kc_min) kc = kc_min;
   if (kc < 16) kc = 16;
-  return (kc + 3) / 4 * 4;  // a multiple of 4 keeps 2:4 groups whole
+  return (kc + 7) / 8 * 8;  // a multiple of 8 keeps 2:4 meta bytes (2 groups) whole
 }
 
 template <class T> struct KernelsFor;
@@ -156,12 +144,14 @@ template <> struct KernelsFor<float> {
   static SpmmCsrVecF32 csr_vec(const SpmmOps& o) { return o.csr_vec_f32; }
   static SpmmCsrTileF32 csr_tile(const SpmmOps& o) { return o.csr_tile_f32; }
   static SpmmNm24VecF32 nm24_vec(const SpmmOps& o) { return o.nm24_vec_f32; }
+  static SpmmNm24TileF32 nm24_tile(const SpmmOps& o) { return o.nm24_tile_f32; }
 };
 template <> struct KernelsFor<int32_t> {
   using V = int8_t;
   static SpmmCsrVecS8 csr_vec(const SpmmOps& o) { return o.csr_vec_s8; }
   static SpmmCsrTileS8 csr_tile(const SpmmOps& o) { return o.csr_tile_s8; }
   static SpmmNm24VecS8 nm24_vec(const SpmmOps& o) { return o.nm24_vec_s8; }
+  static SpmmNm24TileS8 nm24_tile(const SpmmOps& o) { return o.nm24_tile_s8; }
 };
 
 // The shared route. T is the activation/accumulator type (float, or int32 for int8 weights).
@@ -196,35 +186,26 @@ void run_core(const SpmmMatrix& w, int64_t m, const T* x, const T* xt, const std
       }
       return;
     }
-    TaskScratch& s = tl_task;
-    const uint16_t* col = w.col;
-    const V* v = val;
-    if (w.format == SpmmFormat::nm24) {
-      expand_nm24(w, n0, cnt, s);
-      col = s.col.data();
-      v = val + n0 * half;
-    }
     alignas(64) T yt[kTileBlockRows * kSpmmMaxTile];
+    TaskScratch& s = tl_task;
     int64_t seg_kc = -1, nkb = 0;
     for (const Tile& t : tiles) {
       const int64_t kc = tile_kc(t.mt, k, w.nnz / (n > 0 ? n : 1));
       if (kc != seg_kc) {
         seg_kc = kc;
         nkb = (k + kc - 1) / kc;
+        if (w.format == SpmmFormat::csr) csr_segments(w.row_ptr + n0, w.col, cnt, k, kc, s.seg);
+      }
+      if (nkb == 0)
+        for (int64_t i = 0; i < cnt * t.mt; ++i) yt[i] = T(0);
+      for (int64_t b = 0; b < nkb; ++b) {
         if (w.format == SpmmFormat::csr) {
-          csr_segments(w.row_ptr + n0, w.col, cnt, k, kc, s.seg);
+          K::csr_tile(ops)(s.seg.data() + b, nkb + 1, w.col, val, cnt, xt + t.offset, t.mt, yt, b > 0);
         } else {
-          s.seg.resize(size_t(cnt * (nkb + 1)));
-          for (int64_t i = 0; i < cnt; ++i)
-            for (int64_t b = 0; b <= nkb; ++b)
-              s.seg[size_t(i * (nkb + 1) + b)] = i * half + (b * kc < k ? b * kc : k) / 2;
+          const int64_t g0 = b * kc / 4, g1 = ((b + 1) * kc < k ? (b + 1) * kc : k) / 4;
+          K::nm24_tile(ops)(val + n0 * half, w.meta + n0 * ms, k, g0, g1, cnt, xt + t.offset, t.mt, yt, b > 0);
         }
       }
-      if (nkb == 0) {
-        for (int64_t i = 0; i < cnt * t.mt; ++i) yt[i] = T(0);
-      }
-      for (int64_t b = 0; b < nkb; ++b)
-        K::csr_tile(ops)(s.seg.data() + b, nkb + 1, col, v, cnt, xt + t.offset, t.mt, yt, b > 0);
       for (int64_t j = 0; j < t.rows; ++j) epi(t.m0 + j, n0, cnt, yt + j, int64_t(t.mt));
     }
   };
@@ -275,12 +256,13 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
     }
     auto epi = [&](int64_t mi, int64_t n0, int64_t cnt, const float* src, int64_t stride) {
       float* out = y + mi * n + n0;
-      const float* b = bias ? bias + n0 : nullptr;
-      for (int64_t i = 0; i < cnt; ++i) {
-        float v = src[i * stride];
-        if (b) v += b[i];
-        out[i] = apply_act(v, act);
+      if (bias) {
+        const float* b = bias + n0;
+        for (int64_t i = 0; i < cnt; ++i) out[i] = src[i * stride] + b[i];
+      } else if (stride != 1) {
+        for (int64_t i = 0; i < cnt; ++i) out[i] = src[i * stride];
       }
+      apply_act_inplace(out, cnt, act);
     };
     run_core<float>(w, m, x, xt, cs.tiles, y, epi);
     return Status::good();
@@ -309,13 +291,15 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
   const float* ws = w.scale;
   auto epi = [&](int64_t mi, int64_t n0, int64_t cnt, const int32_t* src, int64_t stride) {
     float* out = y + mi * n + n0;
-    const float* b = bias ? bias + n0 : nullptr;
     const float sx = xs[mi];
-    for (int64_t i = 0; i < cnt; ++i) {
-      float v = float(src[i * stride]) * sx * ws[n0 + i];
-      if (b) v += b[i];
-      out[i] = apply_act(v, act);
+    const float* wsn = ws + n0;
+    if (bias) {
+      const float* b = bias + n0;
+      for (int64_t i = 0; i < cnt; ++i) out[i] = float(src[i * stride]) * sx * wsn[i] + b[i];
+    } else {
+      for (int64_t i = 0; i < cnt; ++i) out[i] = float(src[i * stride]) * sx * wsn[i];
     }
+    apply_act_inplace(out, cnt, act);
   };
   run_core<int32_t>(w, m, xq, xt, cs.tiles, raw, epi);
   return Status::good();

@@ -88,6 +88,37 @@ void nm24_vec_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t n, c
   nm24_vec<int8_t, int32_t, int32_t>(val, meta, k, n, x, ldx, mr, y, ldy);
 }
 
+template <class V, class X>
+void nm24_tile(const V* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1, int64_t n, const X* xt,
+               int mt, X* yt, bool accumulate) {
+  const int64_t vs = k / 2, ms = (k / 4 + 1) / 2;
+  for (int64_t i = 0; i < n; ++i) {
+    const V* v = val + i * vs;
+    const uint8_t* m = meta + i * ms;
+    X* o = yt + i * mt;
+    if (!accumulate)
+      for (int j = 0; j < mt; ++j) o[j] = X(0);
+    for (int64_t g = g0; g < g1; ++g) {
+      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+      const X w0 = X(v[2 * g]), w1 = X(v[2 * g + 1]);
+      const X* x0 = xt + (4 * g + (b & 3u)) * mt;
+      const X* x1 = xt + (4 * g + (b >> 2)) * mt;
+      for (int j = 0; j < mt; ++j) o[j] += w0 * x0[j];
+      for (int j = 0; j < mt; ++j) o[j] += w1 * x1[j];
+    }
+  }
+}
+
+void nm24_tile_f32(const float* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1, int64_t n,
+                   const float* xt, int mt, float* yt, bool accumulate) {
+  nm24_tile<float, float>(val, meta, k, g0, g1, n, xt, mt, yt, accumulate);
+}
+
+void nm24_tile_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1, int64_t n,
+                  const int32_t* xt, int mt, int32_t* yt, bool accumulate) {
+  nm24_tile<int8_t, int32_t>(val, meta, k, g0, g1, n, xt, mt, yt, accumulate);
+}
+
 }  // namespace
 
 void register_spmm(KernelTable& t) {
@@ -97,6 +128,8 @@ void register_spmm(KernelTable& t) {
   t.spmm.csr_tile_s8 = csr_tile_s8;
   t.spmm.nm24_vec_f32 = nm24_vec_f32;
   t.spmm.nm24_vec_s8 = nm24_vec_s8;
+  t.spmm.nm24_tile_f32 = nm24_tile_f32;
+  t.spmm.nm24_tile_s8 = nm24_tile_s8;
 }
 
 }  // namespace edgepack::scalar

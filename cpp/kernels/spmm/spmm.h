@@ -57,8 +57,13 @@ using SpmmNm24VecF32 = void (*)(const float* val, const uint8_t* meta, int64_t k
                                 const float* x, int64_t ldx, int mr, float* y, int64_t ldy);
 using SpmmNm24VecS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t k, int64_t n,
                                const int32_t* x, int64_t ldx, int mr, int32_t* y, int64_t ldy);
-// (Large-M 2:4 reuses the CSR tile kernels: the driver expands a block of rows' 2-bit positions
-// into uint16 columns, which costs one pass over the block and keeps one tile kernel per ISA.)
+// Large-M, 2:4 over a transposed activation tile (same xt/yt/accumulate contract as the CSR tile
+// kernels): rows i < n (val/meta at the block's first row, strides K/2 and (K/4+1)/2), groups
+// g in [g0, g1) only, g0 even (one K-block per call).
+using SpmmNm24TileF32 = void (*)(const float* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1,
+                                 int64_t n, const float* xt, int mt, float* yt, bool accumulate);
+using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1,
+                                int64_t n, const int32_t* xt, int mt, int32_t* yt, bool accumulate);
 
 struct SpmmOps {
   SpmmCsrVecF32 csr_vec_f32 = nullptr;
@@ -67,6 +72,8 @@ struct SpmmOps {
   SpmmCsrTileS8 csr_tile_s8 = nullptr;
   SpmmNm24VecF32 nm24_vec_f32 = nullptr;
   SpmmNm24VecS8 nm24_vec_s8 = nullptr;
+  SpmmNm24TileF32 nm24_tile_f32 = nullptr;
+  SpmmNm24TileS8 nm24_tile_s8 = nullptr;
 };
 
 }  // namespace edgepack
