@@ -26,6 +26,7 @@ struct SparseMatrix {
   std::vector<int8_t> val_s8;
   std::vector<uint8_t> meta;
   std::vector<float> scale;
+  SpmmSellStorage sell;  // derived, not saved: the small-M layout of float32 CSR
 
   int64_t nbytes() const {
     return int64_t(row_ptr.size() * 8 + col.size() * 2 + val_f32.size() * 4 + val_s8.size() +
@@ -150,6 +151,11 @@ std::unique_ptr<SparseMatrix> make_matrix(const std::string& format, int64_t n, 
   v.val = v.int8 ? static_cast<const void*>(sm->val_s8.data()) : static_cast<const void*>(sm->val_f32.data());
   v.meta = sm->meta.data();
   v.scale = sm->scale.data();
+  if (v.format == SpmmFormat::csr && !v.int8 && v.nnz > 0 && spmm_sell_supported()) {
+    spmm_build_sell(v.row_ptr, v.col, sm->val_f32.data(), n, k, sm->sell);
+    v.sell = sm->sell.view();
+    v.has_sell = true;
+  }
   return sm;
 }
 
@@ -184,6 +190,7 @@ void bind_sparse(py::module_& m) {
       .def_property_readonly("nnz", [](const SparseMatrix& s) { return s.view.nnz; })
       .def_property_readonly("int8", [](const SparseMatrix& s) { return s.view.int8; })
       .def_property_readonly("nbytes", &SparseMatrix::nbytes)
+      .def_property_readonly("derived_nbytes", [](const SparseMatrix& s) { return s.sell.nbytes(); })
       .def("arrays", [](const SparseMatrix& s) {
         py::dict d;
         const SpmmMatrix& v = s.view;

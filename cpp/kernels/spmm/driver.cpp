@@ -64,6 +64,7 @@ struct CallScratch {
   std::vector<int32_t> xt_s32;  // transposed quantized activations (tile route)
   std::vector<int32_t> x_s32;   // widened quantized activations (small-M route)
   std::vector<float> xs;
+  std::vector<float> xpad;      // x rows padded to whole 32-column windows (sliced-windows route)
   std::vector<Tile> tiles;
 };
 thread_local CallScratch tl_call;
@@ -237,6 +238,36 @@ inline int32_t quantize1(float v, float s) {
 
 }  // namespace
 
+namespace {
+
+// Small M over the sliced-windows copy of a float32 CSR matrix.
+template <class Epi>
+void run_sell(const SpmmMatrix& w, SpmmSellVecF32 kern, const float* x, int64_t m, float* y, const Epi& epi) {
+  const int64_t n = w.n, k = w.k, ldx = (k + 31) / 32 * 32;
+  CallScratch& cs = tl_call;
+  cs.xpad.assign(size_t(m * ldx), 0.0f);
+  for (int64_t mi = 0; mi < m; ++mi)
+    for (int64_t kk = 0; kk < k; ++kk) cs.xpad[size_t(mi * ldx + kk)] = x[mi * k + kk];
+  const float* xp = cs.xpad.data();
+  constexpr int64_t kSlicesPerTask = kBlockRows / 16;
+  const int64_t slices = (n + 15) / 16;
+  const int64_t n_tasks = (slices + kSlicesPerTask - 1) / kSlicesPerTask;
+  const int max_threads = (w.nnz > 0 ? w.nnz : 1) * m < kParallelMinWork ? 1 : 0;
+  auto task = [&](int64_t ti) {
+    const int64_t s0 = ti * kSlicesPerTask;
+    const int64_t s1 = s0 + kSlicesPerTask < slices ? s0 + kSlicesPerTask : slices;
+    const int64_t n0 = s0 * 16, cnt = (s1 * 16 < n ? s1 * 16 : n) - n0;
+    for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
+      const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
+      kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, y + m0 * n, n);
+      for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, y + (m0 + r) * n + n0, int64_t(1));
+    }
+  };
+  parallel_for(n_tasks, task, max_threads);
+}
+
+}  // namespace
+
 Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bias, SpmmAct act, float* y) {
   if (m <= 0 || w.n <= 0) return Status::good();
   const int64_t n = w.n, k = w.k;
@@ -264,6 +295,11 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
       }
       apply_act_inplace(out, cnt, act);
     };
+    const SpmmSellVecF32 sell = active().spmm.sell_vec_f32;
+    if (small && w.has_sell && sell) {
+      run_sell(w, sell, x, m, y, epi);
+      return Status::good();
+    }
     run_core<float>(w, m, x, xt, cs.tiles, y, epi);
     return Status::good();
   }

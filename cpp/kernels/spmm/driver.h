@@ -3,8 +3,10 @@
 // Baseline code: calls the per-ISA kernels through the active KernelTable.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/status.h"
+#include "kernels/spmm/spmm.h"
 
 namespace edgepack {
 
@@ -22,7 +24,36 @@ struct SpmmMatrix {
   const uint8_t* meta = nullptr;     // 2:4: [n, (k/4+1)/2]
   const float* scale = nullptr;      // int8: [n]
   int64_t nnz = 0;                   // stored values
+  bool has_sell = false;             // csr float32: the sliced-windows copy for small M
+  SpmmSell sell;
 };
+
+// Storage of the sliced-windows layout (see SpmmSell in kernels/spmm/spmm.h).
+struct SpmmSellStorage {
+  std::vector<int64_t> run_ptr, step_ptr;
+  std::vector<uint16_t> run_win, run_depth;
+  std::vector<float> val;
+  std::vector<uint8_t> idx;
+  SpmmSell view() const {
+    SpmmSell s;
+    s.run_ptr = run_ptr.data();
+    s.step_ptr = step_ptr.data();
+    s.run_win = run_win.data();
+    s.run_depth = run_depth.data();
+    s.val = val.data();
+    s.idx = idx.data();
+    return s;
+  }
+  int64_t nbytes() const {
+    return int64_t((run_ptr.size() + step_ptr.size()) * 8 + (run_win.size() + run_depth.size()) * 2 +
+                   val.size() * 4 + idx.size());
+  }
+};
+// Builds it from validated CSR arrays (columns strictly increasing per row).
+void spmm_build_sell(const int64_t* rp, const uint16_t* col, const float* val, int64_t n, int64_t k,
+                     SpmmSellStorage& out);
+// Whether the active path has a sliced-windows kernel (so building the layout pays off).
+bool spmm_sell_supported();
 
 // y[m, n] = act(x[m] . dense(w)[n] + bias[n]) for float values;
 // y[m, n] = act(acc[m, n] * xs[m] * ws[n] + bias[n]) for int8 values, where x[m] is quantized per
