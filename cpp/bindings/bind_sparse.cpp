@@ -151,11 +151,6 @@ std::unique_ptr<SparseMatrix> make_matrix(const std::string& format, int64_t n, 
   v.val = v.int8 ? static_cast<const void*>(sm->val_s8.data()) : static_cast<const void*>(sm->val_f32.data());
   v.meta = sm->meta.data();
   v.scale = sm->scale.data();
-  if (v.format == SpmmFormat::csr && !v.int8 && v.nnz > 0 && spmm_sell_supported()) {
-    spmm_build_sell(v.row_ptr, v.col, sm->val_f32.data(), n, k, sm->sell);
-    v.sell = sm->sell.view();
-    v.has_sell = true;
-  }
   return sm;
 }
 
@@ -171,10 +166,18 @@ SpmmAct parse_act(py::handle a) {
   throw py::value_error("activation must be None, 'relu', 'gelu', 'gelu_tanh' or 'silu'; got '" + s + "'");
 }
 
-const SparseMatrix& as_matrix(py::handle w) {
+// The matrix view for a call with m activation rows. The small-M layout is derived on the first
+// call that can use it (under the GIL), so models that only run large batches never pay its memory.
+SpmmMatrix call_view(py::handle w, int64_t m) {
   if (!py::isinstance<SparseMatrix>(w))
     throw py::type_error("w must be a SparseWeights (edgepack.kernels.pack_sparse); got " + checks::describe(w));
-  return w.cast<const SparseMatrix&>();
+  SparseMatrix& sm = w.cast<SparseMatrix&>();
+  if (!sm.view.has_sell && spmm_wants_sell(sm.view, m)) {
+    spmm_build_sell(sm.view, sm.sell);
+    sm.view.sell = sm.sell.view();
+    sm.view.has_sell = true;
+  }
+  return sm.view;  // a copy: a later build never changes what a running call reads
 }
 
 }  // namespace
@@ -209,9 +212,10 @@ void bind_sparse(py::module_& m) {
       });
 
   m.def("spmm", [](py::handle x, py::handle w, py::handle bias, py::handle activation) {
-    const SparseMatrix& sm = as_matrix(w);
-    const SpmmMatrix& v = sm.view;
+    if (!py::isinstance<SparseMatrix>(w))
+      throw py::type_error("w must be a SparseWeights (edgepack.kernels.pack_sparse); got " + checks::describe(w));
     auto xa = checks::array<float>(x, "x", 2, "(M, K)");
+    const SpmmMatrix v = call_view(w, xa.shape(0));
     if (xa.shape(1) != v.k)
       throw py::value_error("x must have shape (M, K) with K = " + std::to_string(v.k) + " (w is " +
                             std::to_string(v.n) + " x " + std::to_string(v.k) + "); got " + checks::shape_str(xa));
@@ -237,10 +241,9 @@ void bind_sparse(py::module_& m) {
   }, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(), py::arg("activation") = py::none());
 
   m.def("_spmm_acc_s8", [](py::handle xq, py::handle w) {
-    const SparseMatrix& sm = as_matrix(w);
-    const SpmmMatrix& v = sm.view;
-    if (!v.int8) throw py::value_error("w must hold int8 values for _spmm_acc_s8");
     auto xa = checks::array<int8_t>(xq, "xq", 2, "(M, K)");
+    const SpmmMatrix v = call_view(w, xa.shape(0));
+    if (!v.int8) throw py::value_error("w must hold int8 values for _spmm_acc_s8");
     if (xa.shape(1) != v.k)
       throw py::value_error("xq must have shape (M, K) with K = " + std::to_string(v.k) + "; got " +
                             checks::shape_str(xa));

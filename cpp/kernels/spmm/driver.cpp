@@ -65,6 +65,7 @@ struct CallScratch {
   std::vector<int32_t> x_s32;   // widened quantized activations (small-M route)
   std::vector<float> xs;
   std::vector<float> xpad;      // x rows padded to whole 32-column windows (sliced-windows route)
+  std::vector<int32_t> xpad_s32;
   std::vector<Tile> tiles;
 };
 thread_local CallScratch tl_call;
@@ -240,15 +241,20 @@ inline int32_t quantize1(float v, float s) {
 
 namespace {
 
-// Small M over the sliced-windows copy of a float32 CSR matrix.
-template <class Epi>
-void run_sell(const SpmmMatrix& w, SpmmSellVecF32 kern, const float* x, int64_t m, float* y, const Epi& epi) {
+template <class T> std::vector<T>& xpad_buffer();
+template <> std::vector<float>& xpad_buffer<float>() { return tl_call.xpad; }
+template <> std::vector<int32_t>& xpad_buffer<int32_t>() { return tl_call.xpad_s32; }
+
+// Small M over the sliced-windows copy: x rows padded to whole 32-column windows, tasks over
+// groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into outputs.
+template <class T, class Kern, class Epi>
+void run_sell(const SpmmMatrix& w, Kern kern, const T* x, int64_t m, T* raw, const Epi& epi) {
   const int64_t n = w.n, k = w.k, ldx = (k + 31) / 32 * 32;
-  CallScratch& cs = tl_call;
-  cs.xpad.assign(size_t(m * ldx), 0.0f);
+  std::vector<T>& xpad = xpad_buffer<T>();
+  xpad.assign(size_t(m * ldx), T(0));
   for (int64_t mi = 0; mi < m; ++mi)
-    for (int64_t kk = 0; kk < k; ++kk) cs.xpad[size_t(mi * ldx + kk)] = x[mi * k + kk];
-  const float* xp = cs.xpad.data();
+    for (int64_t kk = 0; kk < k; ++kk) xpad[size_t(mi * ldx + kk)] = x[mi * k + kk];
+  const T* xp = xpad.data();
   constexpr int64_t kSlicesPerTask = kBlockRows / 16;
   const int64_t slices = (n + 15) / 16;
   const int64_t n_tasks = (slices + kSlicesPerTask - 1) / kSlicesPerTask;
@@ -259,8 +265,8 @@ void run_sell(const SpmmMatrix& w, SpmmSellVecF32 kern, const float* x, int64_t 
     const int64_t n0 = s0 * 16, cnt = (s1 * 16 < n ? s1 * 16 : n) - n0;
     for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
       const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
-      kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, y + m0 * n, n);
-      for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, y + (m0 + r) * n + n0, int64_t(1));
+      kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
+      for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, raw + (m0 + r) * n + n0, int64_t(1));
     }
   };
   parallel_for(n_tasks, task, max_threads);
@@ -297,7 +303,7 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
     };
     const SpmmSellVecF32 sell = active().spmm.sell_vec_f32;
     if (small && w.has_sell && sell) {
-      run_sell(w, sell, x, m, y, epi);
+      run_sell<float>(w, sell, x, m, y, epi);
       return Status::good();
     }
     run_core<float>(w, m, x, xt, cs.tiles, y, epi);
@@ -337,7 +343,11 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
     }
     apply_act_inplace(out, cnt, act);
   };
-  run_core<int32_t>(w, m, xq, xt, cs.tiles, raw, epi);
+  const SpmmSellVecS8 sell = active().spmm.sell_vec_s8;
+  if (small && w.has_sell && sell)
+    run_sell<int32_t>(w, sell, xq, m, raw, epi);
+  else
+    run_core<int32_t>(w, m, xq, xt, cs.tiles, raw, epi);
   return Status::good();
 }
 
@@ -366,8 +376,18 @@ Status spmm_acc_s8(const SpmmMatrix& w, const int8_t* xq, int64_t m, int32_t* ac
     if (src == out) return;
     for (int64_t i = 0; i < cnt; ++i) out[i] = src[i * stride];
   };
-  run_core<int32_t>(w, m, x32, xt, cs.tiles, acc, epi);
+  const SpmmSellVecS8 sell = active().spmm.sell_vec_s8;
+  if (small && w.has_sell && sell)
+    run_sell<int32_t>(w, sell, x32, m, acc, epi);
+  else
+    run_core<int32_t>(w, m, x32, xt, cs.tiles, acc, epi);
   return Status::good();
+}
+
+bool spmm_wants_sell(const SpmmMatrix& w, int64_t m) {
+  if (m <= 0 || m >= kTileMinM || w.n <= 0 || w.nnz <= 0) return false;
+  const SpmmOps& ops = active().spmm;
+  return w.int8 ? ops.sell_vec_s8 != nullptr : ops.sell_vec_f32 != nullptr;
 }
 
 }  // namespace edgepack

@@ -24,7 +24,7 @@ struct SpmmMatrix {
   const uint8_t* meta = nullptr;     // 2:4: [n, (k/4+1)/2]
   const float* scale = nullptr;      // int8: [n]
   int64_t nnz = 0;                   // stored values
-  bool has_sell = false;             // csr float32: the sliced-windows copy for small M
+  bool has_sell = false;             // the sliced-windows copy for small M has been built
   SpmmSell sell;
 };
 
@@ -32,7 +32,8 @@ struct SpmmMatrix {
 struct SpmmSellStorage {
   std::vector<int64_t> run_ptr, step_ptr;
   std::vector<uint16_t> run_win, run_depth;
-  std::vector<float> val;
+  std::vector<float> val_f32;
+  std::vector<int8_t> val_s8;
   std::vector<uint8_t> idx;
   SpmmSell view() const {
     SpmmSell s;
@@ -40,20 +41,20 @@ struct SpmmSellStorage {
     s.step_ptr = step_ptr.data();
     s.run_win = run_win.data();
     s.run_depth = run_depth.data();
-    s.val = val.data();
+    s.val = val_s8.empty() ? static_cast<const void*>(val_f32.data()) : static_cast<const void*>(val_s8.data());
     s.idx = idx.data();
     return s;
   }
   int64_t nbytes() const {
     return int64_t((run_ptr.size() + step_ptr.size()) * 8 + (run_win.size() + run_depth.size()) * 2 +
-                   val.size() * 4 + idx.size());
+                   val_f32.size() * 4 + val_s8.size() + idx.size());
   }
 };
-// Builds it from validated CSR arrays (columns strictly increasing per row).
-void spmm_build_sell(const int64_t* rp, const uint16_t* col, const float* val, int64_t n, int64_t k,
-                     SpmmSellStorage& out);
-// Whether the active path has a sliced-windows kernel (so building the layout pays off).
-bool spmm_sell_supported();
+// Builds it from a validated matrix (CSR or 2:4, float32 or int8).
+void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out);
+// Whether spmm_run with m activation rows would use the sliced-windows layout on the active path
+// (so the caller should build it first).
+bool spmm_wants_sell(const SpmmMatrix& w, int64_t m);
 
 // y[m, n] = act(x[m] . dense(w)[n] + bias[n]) for float values;
 // y[m, n] = act(acc[m, n] * xs[m] * ws[n] + bias[n]) for int8 values, where x[m] is quantized per

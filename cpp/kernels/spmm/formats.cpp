@@ -6,8 +6,11 @@
 
 namespace edgepack {
 
-void spmm_build_sell(const int64_t* rp, const uint16_t* col, const float* val, int64_t n, int64_t k,
-                     SpmmSellStorage& out) {
+namespace {
+
+template <class V>
+void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, int64_t k, SpmmSellStorage& out,
+                std::vector<V>& out_val) {
   const int64_t slices = (n + 15) / 16, windows = (k + 31) / 32;
   out.run_ptr.assign(size_t(slices + 1), 0);
   out.step_ptr.assign(size_t(slices + 1), 0);
@@ -37,7 +40,7 @@ void spmm_build_sell(const int64_t* rp, const uint16_t* col, const float* val, i
     out.run_ptr[size_t(s + 1)] = int64_t(out.run_win.size());
     out.step_ptr[size_t(s + 1)] = steps;
   }
-  out.val.assign(size_t(steps * 16), 0.0f);
+  out_val.assign(size_t(steps * 16), V(0));
   out.idx.assign(size_t(steps * 16), uint8_t(0));
   // Second pass: place each nonzero at (step of its window + its rank in the window, lane).
   for (int64_t s = 0; s < slices; ++s) {
@@ -54,16 +57,56 @@ void spmm_build_sell(const int64_t* rp, const uint16_t* col, const float* val, i
         rank = w == prev_w ? rank + 1 : 0;
         prev_w = w;
         const size_t at = size_t((base[size_t(w)] + rank) * 16 + lane);
-        out.val[at] = val[p];
+        out_val[at] = val[p];
         out.idx[at] = uint8_t(col[p] & 31);
       }
     }
   }
 }
 
-bool spmm_sell_supported() {
-  // Any path that may become active later (set_isa) could use it: decide by the best one.
-  return table_for(best_isa()).spmm.sell_vec_f32 != nullptr;
+// 2:4 rows as CSR (explicit zeros dropped).
+template <class V>
+void nm24_to_csr(const SpmmMatrix& w, std::vector<int64_t>& rp, std::vector<uint16_t>& col, std::vector<V>& val) {
+  const int64_t groups = w.k / 4, half = w.k / 2, ms = (groups + 1) / 2;
+  const V* v = static_cast<const V*>(w.val);
+  rp.assign(size_t(w.n + 1), 0);
+  col.clear();
+  val.clear();
+  for (int64_t i = 0; i < w.n; ++i) {
+    const uint8_t* m = w.meta + i * ms;
+    for (int64_t g = 0; g < groups; ++g) {
+      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+      const V v0 = v[i * half + 2 * g], v1 = v[i * half + 2 * g + 1];
+      if (v0 != V(0)) { col.push_back(uint16_t(4 * g + (b & 3u))); val.push_back(v0); }
+      if (v1 != V(0)) { col.push_back(uint16_t(4 * g + (b >> 2))); val.push_back(v1); }
+    }
+    rp[size_t(i + 1)] = int64_t(col.size());
+  }
+}
+
+template <class V>
+void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_val) {
+  if (w.format == SpmmFormat::csr) {
+    build_sell(w.row_ptr, w.col, static_cast<const V*>(w.val), w.n, w.k, out, out_val);
+    return;
+  }
+  std::vector<int64_t> rp;
+  std::vector<uint16_t> col;
+  std::vector<V> val;
+  nm24_to_csr(w, rp, col, val);
+  build_sell(rp.data(), col.data(), val.data(), w.n, w.k, out, out_val);
+}
+
+}  // namespace
+
+void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
+  if (w.int8) {
+    out.val_f32.clear();
+    build_any(w, out, out.val_s8);
+  } else {
+    out.val_s8.clear();
+    build_any(w, out, out.val_f32);
+  }
 }
 
 }  // namespace edgepack

@@ -65,8 +65,8 @@ using SpmmNm24TileF32 = void (*)(const float* val, const uint8_t* meta, int64_t 
 using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0, int64_t g1,
                                 int64_t n, const int32_t* xt, int mt, int32_t* yt, bool accumulate);
 
-// Small-M, unstructured float32, "sliced windows" layout (derived from CSR when a matrix is loaded,
-// used by paths that set sell_vec_f32): rows in slices of 16 (row 16s+l in lane l), K in windows of
+// Small-M "sliced windows" layout (derived from CSR or 2:4 on the first small-M call, used by paths
+// that set sell_vec_*): rows in slices of 16 (row 16s+l in lane l), K in windows of
 // 32. Slice s has runs r in [run_ptr[s], run_ptr[s+1]), each naming a window run_win[r] and a
 // depth run_depth[r] (the most nonzeros any of the 16 rows has in that window); each of those
 // steps holds 16 values (0 in padded lanes) and 16 byte indices k - 32*window. The steps of slice s
@@ -77,13 +77,15 @@ struct SpmmSell {
   const int64_t* step_ptr = nullptr;  // [slices + 1]
   const uint16_t* run_win = nullptr;  // [runs]
   const uint16_t* run_depth = nullptr;
-  const float* val = nullptr;         // [steps * 16]
+  const void* val = nullptr;          // [steps * 16] float32 or int8
   const uint8_t* idx = nullptr;       // [steps * 16]
 };
 // Rows of slices [s0, s1) (row < n) for mr (<= kSpmmVecRows) rows of x, each padded with zeros
 // to a multiple of 32 columns (leading dimension ldx): y[r*ldy + row] = x[r] . w[row].
 using SpmmSellVecF32 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x,
                                 int64_t ldx, int mr, float* y, int64_t ldy);
+using SpmmSellVecS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int32_t* x,
+                               int64_t ldx, int mr, int32_t* y, int64_t ldy);
 
 struct SpmmOps {
   SpmmCsrVecF32 csr_vec_f32 = nullptr;
@@ -94,7 +96,8 @@ struct SpmmOps {
   SpmmNm24VecS8 nm24_vec_s8 = nullptr;
   SpmmNm24TileF32 nm24_tile_f32 = nullptr;
   SpmmNm24TileS8 nm24_tile_s8 = nullptr;
-  SpmmSellVecF32 sell_vec_f32 = nullptr;  // optional: null -> the CSR vec kernel
+  SpmmSellVecF32 sell_vec_f32 = nullptr;  // optional: null -> the CSR / 2:4 vec kernels
+  SpmmSellVecS8 sell_vec_s8 = nullptr;
 };
 
 }  // namespace edgepack
