@@ -186,10 +186,12 @@ def test_property_random_shapes(n, g, m, density, nm24, seed):
     _check_float(spmm(x, sw), x, w)
 
 
-def test_threads_bit_identical(rng):
-    w, _ = _weights(rng, 700, 256, 0.2, np.float32)
+@pytest.mark.parametrize("m", [3, 33, 100])
+def test_threads_bit_identical(rng, m):
+    # density 0.1 sends M = 100 down the tiled route, M <= 64 down the small-M route
+    w, _ = _weights(rng, 700, 256, 0.1, np.float32)
     sw = pack_sparse(w)
-    x = rng.standard_normal((33, 256)).astype(np.float32)
+    x = rng.standard_normal((m, 256)).astype(np.float32)
     prev = edgepack.get_num_threads()
     try:
         edgepack.set_num_threads(1)
@@ -199,6 +201,18 @@ def test_threads_bit_identical(rng):
     finally:
         edgepack.set_num_threads(prev)
     assert np.array_equal(y1, y2)
+
+
+def test_concurrent_python_threads(rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    w, scale = _weights(rng, 300, 128, 0.1, np.int8)
+    sw = pack_sparse(w, scale=scale)  # the small-M layout is derived by whichever call comes first
+    xs = [rng.standard_normal((m, 128)).astype(np.float32) for m in (1, 2, 5, 40, 90) * 4]
+    with ThreadPoolExecutor(4) as ex:
+        ys = list(ex.map(lambda x: spmm(x, sw), xs))
+    for x, y in zip(xs, ys):
+        assert np.array_equal(y, spmm(x, sw))
 
 
 def test_strided_x(isa, rng):
