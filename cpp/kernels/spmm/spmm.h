@@ -20,7 +20,16 @@
 //     multiplied without widening); accumulation is exact int32 (|sum| <= 65536 * 128 * 128 = 2^30).
 //
 // Kernels compute raw dot products only; bias, scales and activations are applied by the driver.
-// Every kernel writes (never accumulates into) its output.
+// Every kernel writes its output (the tile kernels add to it when asked to, for K-blocking).
+//
+// Routes (driver.cpp): the sliced-windows kernels (optional) for M <= 64 or density >= 0.2; else
+// M < 8 -> the *_vec kernels (4 rows of x at a time); else the *_tile kernels over K-blocks of a
+// transposed activation tile. Threads split the output rows N only.
+//
+// A new path (e.g. NEON) fills what it speeds up in register_spmm; entries it leaves alone keep
+// the scalar reference. Leaving sell_vec_* null keeps the small-M route on the *_vec kernels. The
+// tests force each path with edgepack.use_isa and compare with the dense reference (float within
+// 1e-5 * sum|x w|, int8 accumulators bit-exact).
 #pragma once
 #include <cstddef>
 #include <cstdint>
