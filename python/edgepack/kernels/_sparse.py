@@ -44,7 +44,10 @@ class SparseWeights:
     density : float
         nnz / (N * K) (0.0 for an empty shape).
     nbytes : int
-        Bytes of packed storage (indices, values, positions and scales).
+        Bytes of packed storage (indices, values, positions and scales). Not included: on paths
+        with a sliced-windows kernel (AVX-512), the first :func:`spmm` call that benefits derives a
+        small-batch copy (16 rows x 32 columns per block, ~5 bytes (float32) or ~2 bytes (int8)
+        per slot, about 2x the nonzeros at 90% sparsity because of padding) and keeps it.
     """
 
     __slots__ = ("_mat", "_nnz")
