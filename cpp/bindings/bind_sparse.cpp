@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bindings/checks.h"
+#include "core/dispatch.h"
 #include "kernels/spmm/driver.h"
 
 namespace py = pybind11;
@@ -26,7 +27,8 @@ struct SparseMatrix {
   std::vector<int8_t> val_s8;
   std::vector<uint8_t> meta;
   std::vector<float> scale;
-  SpmmSellStorage sell;  // derived, not saved: the small-M layout of float32 CSR
+  SpmmSellStorage sell;  // derived, not saved: the small-M layout (built on first use)
+  int sell_rejected_rows = 0, sell_rejected_win = 0;  // geometry found not worth keeping
 
   int64_t nbytes() const {
     return int64_t(row_ptr.size() * 8 + col.size() * 2 + val_f32.size() * 4 + val_s8.size() +
@@ -172,10 +174,20 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
   if (!py::isinstance<SparseMatrix>(w))
     throw py::type_error("w must be a SparseWeights (edgepack.kernels.pack_sparse); got " + checks::describe(w));
   SparseMatrix& sm = w.cast<SparseMatrix&>();
-  if (!sm.view.has_sell && spmm_wants_sell(sm.view, m)) {
-    spmm_build_sell(sm.view, sm.sell);
-    sm.view.sell = sm.sell.view();
-    sm.view.has_sell = true;
+  if (spmm_wants_sell(sm.view, m)) {  // absent, or built for another path's geometry
+    const SpmmOps& ops = active().spmm;
+    if (sm.sell_rejected_rows != ops.sell_rows || sm.sell_rejected_win != ops.sell_win) {
+      spmm_build_sell(sm.view, sm.sell);
+      if (spmm_sell_worthwhile(sm.view, sm.sell)) {
+        sm.view.sell = sm.sell.view();
+        sm.view.has_sell = true;
+      } else {
+        sm.sell = SpmmSellStorage();
+        sm.view.has_sell = false;
+        sm.sell_rejected_rows = ops.sell_rows;
+        sm.sell_rejected_win = ops.sell_win;
+      }
+    }
   }
   return sm.view;  // a copy: a later build never changes what a running call reads
 }

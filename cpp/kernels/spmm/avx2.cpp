@@ -422,6 +422,131 @@ void nm24_tile_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0,
   }
 }
 
+
+// Small-M sliced windows in the AVX2 geometry: slices of 8 rows (one ymm of lanes), windows of 16
+// columns held in two registers; vpermps picks within each half by index bits 0-2 and a blend on
+// bit 3 (shifted into the sign bit) chooses the half. No gathers.
+inline __m256 sell_pick(__m256 xl, __m256 xh, __m256i ix) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(xl, ix), _mm256_permutevar8x32_ps(xh, ix),
+                          _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28)));
+}
+inline __m256i sell_idx(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i lane_mask(int64_t rows) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(rows)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <int MR>
+void sell_vec_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
+                    int64_t ldy) {
+  const float* val = static_cast<const float*>(w.val);
+  for (int64_t sl = s0; sl < s1; ++sl) {
+    __m256 a0[MR], a1[MR];
+    for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
+    int64_t st = w.step_ptr[sl];
+    for (int64_t run = w.run_ptr[sl]; run < w.run_ptr[sl + 1]; ++run) {
+      const int64_t win = w.run_win[run];
+      const int d = w.run_depth[run];
+      __m256 xl[MR], xh[MR];
+      for (int r = 0; r < MR; ++r) {
+        xl[r] = _mm256_loadu_ps(x + r * ldx + 16 * win);
+        xh[r] = _mm256_loadu_ps(x + r * ldx + 16 * win + 8);
+      }
+      int j = 0;
+      for (; j + 2 <= d; j += 2, st += 2) {
+        const __m256i i0 = sell_idx(w.idx + st * 8), i1 = sell_idx(w.idx + st * 8 + 8);
+        const __m256 v0 = _mm256_loadu_ps(val + st * 8), v1 = _mm256_loadu_ps(val + st * 8 + 8);
+        for (int r = 0; r < MR; ++r) {
+          a0[r] = _mm256_fmadd_ps(v0, sell_pick(xl[r], xh[r], i0), a0[r]);
+          a1[r] = _mm256_fmadd_ps(v1, sell_pick(xl[r], xh[r], i1), a1[r]);
+        }
+      }
+      if (j < d) {
+        const __m256i i0 = sell_idx(w.idx + st * 8);
+        const __m256 v0 = _mm256_loadu_ps(val + st * 8);
+        for (int r = 0; r < MR; ++r) a0[r] = _mm256_fmadd_ps(v0, sell_pick(xl[r], xh[r], i0), a0[r]);
+        ++st;
+      }
+    }
+    const int64_t row0 = sl * 8;
+    if (n - row0 >= 8) {
+      for (int r = 0; r < MR; ++r) _mm256_storeu_ps(y + r * ldy + row0, _mm256_add_ps(a0[r], a1[r]));
+    } else {
+      const __m256i mk = lane_mask(n - row0);
+      for (int r = 0; r < MR; ++r) _mm256_maskstore_ps(y + r * ldy + row0, mk, _mm256_add_ps(a0[r], a1[r]));
+    }
+  }
+}
+
+void sell_vec_f32(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, int mr,
+                  float* y, int64_t ldy) {
+  switch (mr) {
+    case 1: sell_vec_f32_t<1>(w, s0, s1, n, x, ldx, y, ldy); break;
+    case 2: sell_vec_f32_t<2>(w, s0, s1, n, x, ldx, y, ldy); break;
+    case 3: sell_vec_f32_t<3>(w, s0, s1, n, x, ldx, y, ldy); break;
+    default: sell_vec_f32_t<4>(w, s0, s1, n, x, ldx, y, ldy); break;
+  }
+}
+
+inline __m256i sell_pick_i(__m256i xl, __m256i xh, __m256i ix) {
+  return _mm256_castps_si256(sell_pick(_mm256_castsi256_ps(xl), _mm256_castsi256_ps(xh), ix));
+}
+
+template <int MR>
+void sell_vec_s8_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int32_t* x, int64_t ldx, int32_t* y,
+                   int64_t ldy) {
+  const int8_t* val = static_cast<const int8_t*>(w.val);
+  for (int64_t sl = s0; sl < s1; ++sl) {
+    __m256i a0[MR], a1[MR];
+    for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm256_setzero_si256();
+    int64_t st = w.step_ptr[sl];
+    for (int64_t run = w.run_ptr[sl]; run < w.run_ptr[sl + 1]; ++run) {
+      const int64_t win = w.run_win[run];
+      const int d = w.run_depth[run];
+      __m256i xl[MR], xh[MR];
+      for (int r = 0; r < MR; ++r) {
+        xl[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + r * ldx + 16 * win));
+        xh[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + r * ldx + 16 * win + 8));
+      }
+      int j = 0;
+      for (; j + 2 <= d; j += 2, st += 2) {
+        const __m256i i0 = sell_idx(w.idx + st * 8), i1 = sell_idx(w.idx + st * 8 + 8);
+        const __m256i v0 = widen_w16(load8_s8(val + st * 8)), v1 = widen_w16(load8_s8(val + st * 8 + 8));
+        for (int r = 0; r < MR; ++r) {
+          a0[r] = _mm256_add_epi32(a0[r], _mm256_madd_epi16(v0, sell_pick_i(xl[r], xh[r], i0)));
+          a1[r] = _mm256_add_epi32(a1[r], _mm256_madd_epi16(v1, sell_pick_i(xl[r], xh[r], i1)));
+        }
+      }
+      if (j < d) {
+        const __m256i i0 = sell_idx(w.idx + st * 8);
+        const __m256i v0 = widen_w16(load8_s8(val + st * 8));
+        for (int r = 0; r < MR; ++r)
+          a0[r] = _mm256_add_epi32(a0[r], _mm256_madd_epi16(v0, sell_pick_i(xl[r], xh[r], i0)));
+        ++st;
+      }
+    }
+    const int64_t row0 = sl * 8;
+    if (n - row0 >= 8) {
+      for (int r = 0; r < MR; ++r)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + r * ldy + row0), _mm256_add_epi32(a0[r], a1[r]));
+    } else {
+      const __m256i mk = lane_mask(n - row0);
+      for (int r = 0; r < MR; ++r) _mm256_maskstore_epi32(y + r * ldy + row0, mk, _mm256_add_epi32(a0[r], a1[r]));
+    }
+  }
+}
+
+void sell_vec_s8(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int32_t* x, int64_t ldx, int mr,
+                 int32_t* y, int64_t ldy) {
+  switch (mr) {
+    case 1: sell_vec_s8_t<1>(w, s0, s1, n, x, ldx, y, ldy); break;
+    case 2: sell_vec_s8_t<2>(w, s0, s1, n, x, ldx, y, ldy); break;
+    case 3: sell_vec_s8_t<3>(w, s0, s1, n, x, ldx, y, ldy); break;
+    default: sell_vec_s8_t<4>(w, s0, s1, n, x, ldx, y, ldy); break;
+  }
+}
+
 }  // namespace
 
 void register_spmm(KernelTable& t) {
@@ -433,6 +558,14 @@ void register_spmm(KernelTable& t) {
   t.spmm.nm24_vec_s8 = nm24_vec_s8;
   t.spmm.nm24_tile_f32 = nm24_tile_f32;
   t.spmm.nm24_tile_s8 = nm24_tile_s8;
+  t.spmm.sell_vec_f32 = sell_vec_f32;
+  t.spmm.sell_vec_s8 = sell_vec_s8;
+  t.spmm.sell_rows = 8;
+  t.spmm.sell_win = 16;
+  t.spmm.sell_max_m = kSpmmVecRows * 2 - 1;  // small batches only (measured: the tile route wins from 8)
+  // Measured on Zen 5: at 90% sparsity the 8 x 16 layout beats gathers 3x while it is cache-sized
+  // (3072 x 768: 2.6 MB) and loses 1.4x at 4096 x 4096 (19 MB).
+  t.spmm.sell_keep_bytes = int64_t(8) << 20;
 }
 
 }  // namespace edgepack::avx2

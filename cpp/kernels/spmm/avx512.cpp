@@ -505,6 +505,10 @@ void register_spmm(KernelTable& t) {
   t.spmm.nm24_tile_s8 = nm24_tile_s8;
   t.spmm.sell_vec_f32 = sell_vec_f32;
   t.spmm.sell_vec_s8 = sell_vec_s8;
+  t.spmm.sell_rows = 16;
+  t.spmm.sell_win = 32;
+  t.spmm.sell_max_m = 64;
+  t.spmm.sell_keep_bytes = int64_t(1) << 62;
 }
 
 }  // namespace edgepack::avx512

@@ -23,9 +23,9 @@ constexpr int64_t kTileChunkBytes = 32768;
 // per nonzero) beats gathering x per nonzero.
 constexpr int64_t kTileMinM = 8;
 // The sliced-windows route (where a path has it) reads its weights once per 4 activation rows;
-// measured on Zen 5 it beats the tiled route up to M = 64 at any density and at every M once
-// density reaches ~0.2 (less padding); the tiled route wins for large M at high sparsity.
-constexpr int64_t kSellMaxM = 64;
+// measured on Zen 5 (AVX-512) it beats the tiled route up to M = 64 (SpmmOps::sell_max_m) at any
+// density and at every M once density reaches ~0.2 (less padding); the tiled route wins for large
+// M at high sparsity. The AVX2 geometry only pays below M = 8.
 constexpr double kSellMinDensity = 0.2;
 // Below this many multiply-adds the call stays on the calling thread (waking workers costs more).
 constexpr int64_t kParallelMinWork = int64_t(1) << 17;
@@ -250,8 +250,11 @@ bool sell_route(const SpmmMatrix& w, int64_t m) {
   if (m <= 0 || w.n <= 0 || w.nnz <= 0) return false;
   const SpmmOps& ops = active().spmm;
   if (w.int8 ? ops.sell_vec_s8 == nullptr : ops.sell_vec_f32 == nullptr) return false;
+  if (ops.sell_rows < 1 || ops.sell_rows > kBlockRows || kBlockRows % ops.sell_rows != 0) return false;
   const double density = double(w.nnz) / (double(w.n) * double(w.k));
-  return m < kTileMinM || m <= kSellMaxM || density >= kSellMinDensity;
+  if (m < kTileMinM) return true;
+  if (ops.sell_max_m < kTileMinM) return false;
+  return m <= ops.sell_max_m || density >= kSellMinDensity;
 }
 
 template <class T> std::vector<T>& xpad_buffer();
@@ -262,20 +265,20 @@ template <> std::vector<int32_t>& xpad_buffer<int32_t>() { return tl_call.xpad_s
 // groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into outputs.
 template <class T, class Kern, class Epi>
 void run_sell(const SpmmMatrix& w, Kern kern, const T* x, int64_t m, T* raw, const Epi& epi) {
-  const int64_t n = w.n, k = w.k, ldx = (k + 31) / 32 * 32;
+  const int64_t n = w.n, k = w.k, R = w.sell.rows, ldx = (k + w.sell.win - 1) / w.sell.win * w.sell.win;
   std::vector<T>& xpad = xpad_buffer<T>();
   xpad.assign(size_t(m * ldx), T(0));
   for (int64_t mi = 0; mi < m; ++mi)
     for (int64_t kk = 0; kk < k; ++kk) xpad[size_t(mi * ldx + kk)] = x[mi * k + kk];
   const T* xp = xpad.data();
-  constexpr int64_t kSlicesPerTask = kBlockRows / 16;
-  const int64_t slices = (n + 15) / 16;
+  const int64_t kSlicesPerTask = kBlockRows / R;
+  const int64_t slices = (n + R - 1) / R;
   const int64_t n_tasks = (slices + kSlicesPerTask - 1) / kSlicesPerTask;
   const int max_threads = (w.nnz > 0 ? w.nnz : 1) * m < kParallelMinWork ? 1 : 0;
   auto task = [&](int64_t ti) {
     const int64_t s0 = ti * kSlicesPerTask;
     const int64_t s1 = s0 + kSlicesPerTask < slices ? s0 + kSlicesPerTask : slices;
-    const int64_t n0 = s0 * 16, cnt = (s1 * 16 < n ? s1 * 16 : n) - n0;
+    const int64_t n0 = s0 * R, cnt = (s1 * R < n ? s1 * R : n) - n0;
     for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
       const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
       kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
@@ -291,7 +294,8 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
   if (m <= 0 || w.n <= 0) return Status::good();
   const int64_t n = w.n, k = w.k;
   CallScratch& cs = tl_call;
-  const bool sell = w.has_sell && sell_route(w, m);
+  const bool sell = w.has_sell && w.sell.rows == active().spmm.sell_rows &&
+                    w.sell.win == active().spmm.sell_win && sell_route(w, m);
   const bool small = sell || m < kTileMinM;  // no transposed tile needed
   size_t xt_size = 0;
   if (!small) plan_tiles(m, k, cs.tiles, &xt_size);
@@ -367,7 +371,8 @@ Status spmm_acc_s8(const SpmmMatrix& w, const int8_t* xq, int64_t m, int32_t* ac
   if (m <= 0 || w.n <= 0) return Status::good();
   const int64_t n = w.n, k = w.k;
   CallScratch& cs = tl_call;
-  const bool sell = w.has_sell && sell_route(w, m);
+  const bool sell = w.has_sell && w.sell.rows == active().spmm.sell_rows &&
+                    w.sell.win == active().spmm.sell_win && sell_route(w, m);
   const bool small = sell || m < kTileMinM;
   const int32_t* x32 = nullptr;
   const int32_t* xt = nullptr;
@@ -396,6 +401,10 @@ Status spmm_acc_s8(const SpmmMatrix& w, const int8_t* xq, int64_t m, int32_t* ac
   return Status::good();
 }
 
-bool spmm_wants_sell(const SpmmMatrix& w, int64_t m) { return sell_route(w, m); }
+bool spmm_wants_sell(const SpmmMatrix& w, int64_t m) {
+  if (!sell_route(w, m)) return false;
+  const SpmmOps& ops = active().spmm;
+  return !(w.has_sell && w.sell.rows == ops.sell_rows && w.sell.win == ops.sell_win);
+}
 
 }  // namespace edgepack

@@ -30,6 +30,7 @@ struct SpmmMatrix {
 
 // Storage of the sliced-windows layout (see SpmmSell in kernels/spmm/spmm.h).
 struct SpmmSellStorage {
+  int rows = 0, win = 0;
   std::vector<int64_t> run_ptr, step_ptr;
   std::vector<uint16_t> run_win, run_depth;
   std::vector<float> val_f32;
@@ -37,6 +38,8 @@ struct SpmmSellStorage {
   std::vector<uint8_t> idx;
   SpmmSell view() const {
     SpmmSell s;
+    s.rows = rows;
+    s.win = win;
     s.run_ptr = run_ptr.data();
     s.step_ptr = step_ptr.data();
     s.run_win = run_win.data();
@@ -50,10 +53,14 @@ struct SpmmSellStorage {
                    val_f32.size() * 4 + val_s8.size() + idx.size());
   }
 };
-// Builds it from a validated matrix (CSR or 2:4, float32 or int8).
+// Builds it from a validated matrix (CSR or 2:4, float32 or int8) in the active path's geometry.
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out);
+// Whether a built layout is worth keeping on the active path (SpmmOps::sell_keep_bytes): at high
+// sparsity its padding roughly doubles the bytes, which a narrow path's kernel pays for when the
+// layout no longer fits in cache.
+bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s);
 // Whether spmm_run with m activation rows would use the sliced-windows layout on the active path
-// (so the caller should build it first).
+// but the matrix lacks it in that path's geometry (so the caller should build it first).
 bool spmm_wants_sell(const SpmmMatrix& w, int64_t m);
 
 // y[m, n] = act(x[m] . dense(w)[n] + bias[n]) for float values;

@@ -11,7 +11,8 @@ namespace {
 template <class V>
 void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, int64_t k, SpmmSellStorage& out,
                 std::vector<V>& out_val) {
-  const int64_t slices = (n + 15) / 16, windows = (k + 31) / 32;
+  const int64_t R = out.rows, W = out.win;
+  const int64_t slices = (n + R - 1) / R, windows = (k + W - 1) / W;
   out.run_ptr.assign(size_t(slices + 1), 0);
   out.step_ptr.assign(size_t(slices + 1), 0);
   out.run_win.clear();
@@ -22,11 +23,11 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
   int64_t steps = 0;
   for (int64_t s = 0; s < slices; ++s) {
     std::fill(depth.begin(), depth.end(), uint16_t(0));
-    for (int64_t row = 16 * s; row < std::min(n, 16 * s + 16); ++row) {
+    for (int64_t row = R * s; row < std::min(n, R * s + R); ++row) {
       for (int64_t p = rp[row]; p < rp[row + 1];) {
-        const int64_t w = col[p] >> 5;
+        const int64_t w = col[p] / W;
         int64_t q = p;
-        while (q < rp[row + 1] && (col[q] >> 5) == w) ++q;
+        while (q < rp[row + 1] && col[q] / W == w) ++q;
         depth[size_t(w)] = std::max(depth[size_t(w)], uint16_t(q - p));
         p = q;
       }
@@ -40,8 +41,8 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
     out.run_ptr[size_t(s + 1)] = int64_t(out.run_win.size());
     out.step_ptr[size_t(s + 1)] = steps;
   }
-  out_val.assign(size_t(steps * 16), V(0));
-  out.idx.assign(size_t(steps * 16), uint8_t(0));
+  out_val.assign(size_t(steps * R), V(0));
+  out.idx.assign(size_t(steps * R), uint8_t(0));
   // Second pass: place each nonzero at (step of its window + its rank in the window, lane).
   for (int64_t s = 0; s < slices; ++s) {
     int64_t st = out.step_ptr[size_t(s)];
@@ -49,16 +50,16 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
       base[out.run_win[size_t(r)]] = st;
       st += out.run_depth[size_t(r)];
     }
-    for (int64_t row = 16 * s; row < std::min(n, 16 * s + 16); ++row) {
-      const int64_t lane = row - 16 * s;
+    for (int64_t row = R * s; row < std::min(n, R * s + R); ++row) {
+      const int64_t lane = row - R * s;
       int64_t prev_w = -1, rank = 0;
       for (int64_t p = rp[row]; p < rp[row + 1]; ++p) {
-        const int64_t w = col[p] >> 5;
+        const int64_t w = col[p] / W;
         rank = w == prev_w ? rank + 1 : 0;
         prev_w = w;
-        const size_t at = size_t((base[size_t(w)] + rank) * 16 + lane);
+        const size_t at = size_t((base[size_t(w)] + rank) * R + lane);
         out_val[at] = val[p];
-        out.idx[at] = uint8_t(col[p] & 31);
+        out.idx[at] = uint8_t(col[p] % W);
       }
     }
   }
@@ -99,7 +100,14 @@ void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_va
 
 }  // namespace
 
+bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
+  const double density = double(w.nnz) / (double(w.n) * double(w.k));
+  return density >= 0.2 || s.nbytes() <= active().spmm.sell_keep_bytes;
+}
+
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
+  out.rows = active().spmm.sell_rows;
+  out.win = active().spmm.sell_win;
   if (w.int8) {
     out.val_f32.clear();
     build_any(w, out, out.val_s8);

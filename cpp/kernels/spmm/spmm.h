@@ -22,7 +22,8 @@
 // Kernels compute raw dot products only; bias, scales and activations are applied by the driver.
 // Every kernel writes its output (the tile kernels add to it when asked to, for K-blocking).
 //
-// Routes (driver.cpp): the sliced-windows kernels (optional) for M <= 64 or density >= 0.2; else
+// Routes (driver.cpp): the sliced-windows kernels (optional) for M <= sell_max_m or density >= 0.2
+// (below density 0.2 only while the padded layout stays within sell_keep_bytes); else
 // M < 8 -> the *_vec kernels (4 rows of x at a time); else the *_tile kernels over K-blocks of a
 // transposed activation tile. Threads split the output rows N only.
 //
@@ -75,13 +76,15 @@ using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t 
                                 int64_t n, const int32_t* xt, int mt, int32_t* yt, bool accumulate);
 
 // Small-M "sliced windows" layout (derived from CSR or 2:4 on the first small-M call, used by paths
-// that set sell_vec_*): rows in slices of 16 (row 16s+l in lane l), K in windows of
-// 32. Slice s has runs r in [run_ptr[s], run_ptr[s+1]), each naming a window run_win[r] and a
+// that set sell_vec_*, in the geometry the path asks for in sell_rows/sell_win; AVX-512: 16 x 32,
+// AVX2: 8 x 16; below written for 16 x 32): rows in slices of 16 (row 16s+l in lane l), K in
+// windows of 32. Slice s has runs r in [run_ptr[s], run_ptr[s+1]), each naming a window run_win[r] and a
 // depth run_depth[r] (the most nonzeros any of the 16 rows has in that window); each of those
 // steps holds 16 values (0 in padded lanes) and 16 byte indices k - 32*window. The steps of slice s
 // start at step_ptr[s]. A kernel keeps a 32-float x window in two registers and picks every lane's
 // operand with one two-source permute: no gathers and no horizontal sums.
 struct SpmmSell {
+  int rows = 16, win = 32;            // geometry: rows per slice (lanes), columns per window
   const int64_t* run_ptr = nullptr;   // [slices + 1]
   const int64_t* step_ptr = nullptr;  // [slices + 1]
   const uint16_t* run_win = nullptr;  // [runs]
@@ -107,6 +110,10 @@ struct SpmmOps {
   SpmmNm24TileS8 nm24_tile_s8 = nullptr;
   SpmmSellVecF32 sell_vec_f32 = nullptr;  // optional: null -> the CSR / 2:4 vec kernels
   SpmmSellVecS8 sell_vec_s8 = nullptr;
+  int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
+  int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
+  // Below density 0.2 the padded layout is kept only up to this many bytes (else the vec kernels).
+  int64_t sell_keep_bytes = int64_t(1) << 62;
 };
 
 }  // namespace edgepack
