@@ -107,8 +107,11 @@ def test_padding_never_changes_a_result(quant, request):
     sents = SENTENCES[:12] + SENTENCES[20:26]
     one_by_one = np.stack([enc.encode(s) for s in sents])
     batched = enc.encode(sents, batch_size=32)
-    # packed batches compute the same rows; only BLAS blocking may differ (float rounding)
-    np.testing.assert_allclose(batched, one_by_one, atol=2e-6)
+    # packed batches compute the same rows; only BLAS blocking may differ (float rounding). In int8
+    # a 1-ulp difference before the per-row dynamic quantization can move one value across a
+    # rounding boundary (one quantization step), hence the wider int8 bound; real padding leaks
+    # would show up at the 1e-2 level.
+    np.testing.assert_allclose(batched, one_by_one, atol=5e-5 if quant else 2e-6)
     # the padded [B, T] + mask entry point gives the same hidden states as unpadded runs
     ids = enc.tokenizer.encode(sents[:6])
     T = max(map(len, ids)) + 5
