@@ -3,7 +3,7 @@
 // keeps it exact: a*w = |a| * (sign(a) w), |a| <= 128 as an unsigned byte (-128 -> 0x80 = 128)
 // and sign(a) w in [-127, 127] because packed weights never hold -128; a pair is at most
 // 2*128*127 = 32512 < 32767. vpmaddwd by ones then widens the pairs to int32 exactly.
-// AVX-512 has no vpsignb: negate w under the mask of negative a bytes (vpmovb2m + masked vpsubb).
+// AVX-512 has no vpsignb: blend w and -w under the mask of negative a bytes (vpmovb2m, vpblendmb).
 #include <immintrin.h>
 
 #include <cstddef>
@@ -17,6 +17,15 @@ namespace edgepack::avx512 {
 namespace {
 
 struct Dot {
+  // w and -w, so that picking sign(a) * w is one blend per (row, B row) with no register copy
+  // (a merge-masked subtract would need one); the negation is paid once per B row per tile.
+  struct B {
+    __m512i w, nw;
+  };
+  static inline __attribute__((always_inline)) B load_b(const int8_t* row) {
+    const __m512i w = _mm512_load_si512(row);
+    return B{w, _mm512_sub_epi8(_mm512_setzero_si512(), w)};
+  }
   __m512i aa;       // |a| as unsigned bytes
   __mmask64 neg;    // bytes where a < 0
   inline __attribute__((always_inline)) void load(const uint8_t* a4) {
@@ -26,15 +35,15 @@ struct Dot {
     aa = _mm512_abs_epi8(a);
     neg = _mm512_movepi8_mask(a);
   }
-  inline __attribute__((always_inline)) __m512i mac(__m512i acc, __m512i b) const {
-    const __m512i sw = _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b);  // -w where a < 0
+  inline __attribute__((always_inline)) __m512i mac(__m512i acc, const B& b) const {
+    const __m512i sw = _mm512_mask_blend_epi8(neg, b.w, b.nw);
     const __m512i pairs = _mm512_maddubs_epi16(aa, sw);
     return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
   }
 };
 
-// 6 x 64: 24 accumulators + 4 B rows + |a| + a temporary or two.
-constexpr int kMR = 6, kNP = 4;
+// 6 x 48: 18 accumulators + 3 B rows and their negations + |a| + a temporary + ones.
+constexpr int kMR = 6, kNP = 3;
 constexpr int kSmallNP[5] = {0, 8, 6, 4, 4};
 constexpr int kPrefetch = 1024;
 

@@ -15,6 +15,8 @@ namespace edgepack::avx512_vnni {
 namespace {
 
 struct Dot {
+  using B = __m512i;
+  static inline __attribute__((always_inline)) B load_b(const int8_t* row) { return _mm512_load_si512(row); }
   __m512i a;
   inline __attribute__((always_inline)) void load(const uint8_t* a4) {
     int32_t v;
