@@ -1,173 +1,298 @@
-// int8 GEMM bindings: pack_weights, gemm_int8, linear_int8. Validation happens here (checks.h);
-// the kernels run with the GIL released.
+// int8 GEMM bindings: PackedWeights, gemm_int8, linear_int8 (dynamic and static), peak probe.
+// Lean on purpose: validation is a few flag tests, the GIL is released around every kernel and
+// nothing is copied unless the input is strided.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
-#include <chrono>
 #include <cmath>
-#include <utility>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bindings/checks.h"
 #include "core/dispatch.h"
-#include "kernels/gemm_s8/driver.h"
+#include "kernels/gemm_s8/gemm_s8.h"
 
 namespace py = pybind11;
 
 namespace edgepack::bindings {
 namespace {
 
-using Packed = std::shared_ptr<const PackedB>;
+using checks::describe;
+using checks::shape_str;
 
-std::string shape2(int64_t a, int64_t b) { return "(" + std::to_string(a) + ", " + std::to_string(b) + ")"; }
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
 
-Packed pack(py::handle w_obj) {
-  auto w = checks::array<int8_t>(w_obj, "w", 2, "(N, K)");
-  auto out = std::make_shared<PackedB>();
-  const int64_t n = w.shape(0), k = w.shape(1);
-  if (k > 65536) throw py::value_error("w must have K <= 65536 columns; got " + shape2(n, k));
+// Packed int8 weights, built once per model. Owns 64-byte aligned storage.
+struct PackedWeights {
+  int64_t n = 0, k = 0, kp = 0, panels = 0;
+  std::unique_ptr<int8_t, FreeDeleter> data;
+  std::unique_ptr<int32_t, FreeDeleter> colsum;
+
+  PackedB view() const {
+    PackedB b;
+    b.data = data.get();
+    b.colsum = colsum.get();
+    b.n = n;
+    b.k = k;
+    b.kp = kp;
+    b.panels = panels;
+    return b;
+  }
+  int64_t nbytes() const { return gemm::packed_data_bytes(n, k) + 4 * gemm::packed_colsum_len(n); }
+};
+
+void* aligned_bytes(int64_t bytes) {
+  const size_t sz = static_cast<size_t>((bytes + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, sz ? sz : 64);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+// Packs w (int8 [N, K]); ValueError naming `name` for -128.
+std::unique_ptr<PackedWeights> pack_from(py::handle obj, const char* name) {
+  auto w = checks::array<int8_t>(obj, name, 2, "(N, K)");
+  auto pw = std::make_unique<PackedWeights>();
+  pw->n = w.shape(0);
+  pw->k = w.shape(1);
+  pw->kp = (pw->k + gemm::kKU - 1) / gemm::kKU * gemm::kKU;
+  pw->panels = (pw->n + gemm::kNR - 1) / gemm::kNR;
+  pw->data.reset(static_cast<int8_t*>(aligned_bytes(gemm::packed_data_bytes(pw->n, pw->k))));
+  pw->colsum.reset(static_cast<int32_t*>(aligned_bytes(4 * gemm::packed_colsum_len(pw->n))));
   Status st;
   {
     py::gil_scoped_release nogil;
-    st = pack_b(w.data(), n, k, k, out.get());
+    st = gemm::pack(w.data(), pw->n, pw->k, pw->k, pw->data.get(), pw->colsum.get());
   }
-  if (!st.ok())
-    throw py::value_error("w must hold values in [-127, 127] (symmetric int8 weights); found -128 at (" +
-                          std::to_string(st.index / std::max<int64_t>(k, 1)) + ", " +
-                          std::to_string(st.index % std::max<int64_t>(k, 1)) + ")");
-  return out;
+  if (!st.ok()) {
+    const int64_t r = st.index / (pw->k ? pw->k : 1), c = st.index % (pw->k ? pw->k : 1);
+    throw py::value_error(std::string(name) +
+                          " must hold int8 values in [-127, 127] (symmetric weights; -128 breaks the "
+                          "exactness of the AVX2/AVX-512BW paths); found -128 at [" +
+                          std::to_string(r) + ", " + std::to_string(c) + "]");
+  }
+  return pw;
 }
 
-Packed as_packed(py::handle w) {
-  if (py::isinstance<PackedB>(w)) return w.cast<Packed>();
-  if (py::isinstance<py::array>(w)) return pack(w);
-  throw py::type_error("w must be PackedWeights (from pack_weights) or an int8 numpy.ndarray (N, K); got " +
-                       checks::describe(w));
+// w as a packed view: a PackedWeights as is, a raw int8 [N, K] array packed into `tmp`.
+PackedB weights_of(py::handle w, std::unique_ptr<PackedWeights>& tmp) {
+  if (py::isinstance<PackedWeights>(w)) return w.cast<const PackedWeights&>().view();
+  if (!py::isinstance<py::array>(w))
+    throw py::type_error("w must be a PackedWeights (edgepack.kernels.pack_weights) or an int8 "
+                         "numpy.ndarray of shape (N, K); got " + describe(w));
+  tmp = pack_from(w, "w");
+  return tmp->view();
 }
 
-GemmAct parse_act(py::handle act) {
-  if (act.is_none()) return GemmAct::none;
-  if (!py::isinstance<py::str>(act))
-    throw py::type_error("activation must be None or one of 'relu', 'gelu', 'gelu_tanh', 'silu'; got " +
-                         checks::describe(act));
-  const std::string s = act.cast<std::string>();
-  if (s == "relu") return GemmAct::relu;
-  if (s == "gelu") return GemmAct::gelu;
-  if (s == "gelu_tanh") return GemmAct::gelu_tanh;
-  if (s == "silu") return GemmAct::silu;
-  throw py::value_error("activation must be None or one of 'relu', 'gelu', 'gelu_tanh', 'silu'; got '" + s + "'");
+gemm::Act parse_act(py::handle act) {
+  if (act.is_none()) return gemm::Act::none;
+  if (py::isinstance<py::str>(act)) {
+    const std::string s = act.cast<std::string>();
+    if (s == "relu") return gemm::Act::relu;
+    if (s == "gelu") return gemm::Act::gelu;
+    if (s == "gelu_tanh") return gemm::Act::gelu_tanh;
+    if (s == "silu") return gemm::Act::silu;
+    if (s == "none") return gemm::Act::none;
+    throw py::value_error("activation must be None, 'relu', 'gelu', 'gelu_tanh' or 'silu'; got '" + s + "'");
+  }
+  throw py::type_error("activation must be None or a str ('relu', 'gelu', 'gelu_tanh', 'silu'); got " +
+                       describe(act));
 }
 
-py::array_t<int32_t> gemm_int8(py::handle a_obj, py::handle w_obj) {
+// w_scale: a number (one scale for every output) or float32 [N]. Returns a pointer to N floats.
+const float* col_scales(py::handle ws, int64_t n, py::object& keep) {
+  thread_local std::vector<float> expanded;
+  float v;
+  if (py::isinstance<py::array>(ws)) {
+    py::array a = py::reinterpret_borrow<py::array>(ws);
+    if (!checks::is_dtype<float>(a))
+      throw py::type_error("w_scale must be float32 of shape (N,) with N = " + std::to_string(n) +
+                           ", or a number; got " + describe(ws));
+    if (a.ndim() == 1 && a.shape(0) == n) {
+      auto arr = checks::array<float>(ws, "w_scale", 1);
+      keep = arr;
+      const float* p = arr.data();
+      for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(p[i]))
+          throw py::value_error("w_scale must be finite; found NaN or Inf at index " + std::to_string(i));
+      return p;
+    }
+    if (a.ndim() != 0 && a.size() != 1)
+      throw py::value_error("w_scale must have shape (N,) with N = " + std::to_string(n) +
+                            " (or be a number); got " + shape_str(a));
+    v = *static_cast<const float*>(a.data());
+  } else if (PyFloat_Check(ws.ptr()) || PyLong_Check(ws.ptr()) || PyNumber_Check(ws.ptr())) {
+    v = static_cast<float>(py::float_(py::reinterpret_borrow<py::object>(ws)).cast<double>());
+  } else {
+    throw py::type_error("w_scale must be a number or float32 numpy.ndarray of shape (N,); got " +
+                         describe(ws));
+  }
+  if (!std::isfinite(v)) throw py::value_error("w_scale must be finite; got " + std::to_string(v));
+  if (static_cast<int64_t>(expanded.size()) < n) expanded.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) expanded[i] = v;
+  return expanded.data();
+}
+
+const float* bias_of(py::handle bias, int64_t n, py::object& keep) {
+  if (bias.is_none()) return nullptr;
+  auto b = checks::array<float>(bias, "bias", 1, "(N,)");
+  if (b.shape(0) != n)
+    throw py::value_error("bias must have shape (N,) with N = " + std::to_string(n) + "; got " +
+                          shape_str(b));
+  keep = b;
+  return b.data();
+}
+
+// The float output: `out` validated, or a new array.
+py::array_t<float, py::array::c_style> float_out(py::handle out, bool one_d, int64_t m, int64_t n) {
+  std::vector<py::ssize_t> shape = one_d ? std::vector<py::ssize_t>{n} : std::vector<py::ssize_t>{m, n};
+  if (out.is_none()) return py::array_t<float, py::array::c_style>(shape);
+  return checks::out_array<float>(out, "out", shape);
+}
+
+void check_k(const py::array& a, const char* name, const char* what, int64_t k, int64_t ak) {
+  if (ak != k)
+    throw py::value_error(std::string(name) + " must have shape " + what + " with K = w.shape[1] = " +
+                          std::to_string(k) + "; got " + shape_str(a));
+}
+
+py::array gemm_int8(py::handle a_obj, py::handle w_obj, py::handle out) {
   auto a = checks::array<int8_t>(a_obj, "a", 2, "(M, K)");
-  Packed w = as_packed(w_obj);
-  if (a.shape(1) != w->k)
-    throw py::value_error("a must have shape (M, K) with K = " + std::to_string(w->k) + " to match w " +
-                          shape2(w->n, w->k) + "; got " + checks::shape_str(a));
+  std::unique_ptr<PackedWeights> tmp;
+  const PackedB b = weights_of(w_obj, tmp);
+  check_k(a, "a", "(M, K)", b.k, a.shape(1));
   const int64_t m = a.shape(0);
-  py::array_t<int32_t> c({py::ssize_t(m), py::ssize_t(w->n)});
-  GemmInput in;
-  in.kind = GemmInput::int8_raw;
-  in.a = a.data();
-  in.lda = w->k;
-  GemmOutput out;
-  out.c = c.mutable_data();
-  out.ld = w->n;
+  py::array_t<int32_t, py::array::c_style> c =
+      out.is_none() ? py::array_t<int32_t, py::array::c_style>(
+                          {static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(b.n)})
+                    : checks::out_array<int32_t>(out, "out", {m, b.n});
+  int32_t* cp = c.mutable_data();
+  const uint8_t* ap = reinterpret_cast<const uint8_t*>(a.data());
   {
     py::gil_scoped_release nogil;
-    gemm_s8_run(*w, m, in, out);
+    gemm::gemm_i32(ap, gemm::AKind::s8, 0, m, b.k, b, cp, b.n);
   }
-  return c;
+  return std::move(c);
 }
 
 py::array linear_int8(py::handle x_obj, py::handle w_obj, py::handle ws_obj, py::handle bias_obj,
-                      py::handle act_obj, py::handle out_obj, py::handle xs_obj, py::handle xzp_obj,
-                      py::handle xdtype_obj) {
-  auto x = checks::array<float>(x_obj, "x", 2, "(M, K)");
-  if (!py::isinstance<PackedB>(w_obj))
-    throw py::type_error("w must be PackedWeights (from pack_weights); got " + checks::describe(w_obj));
-  Packed w = w_obj.cast<Packed>();
-  const int64_t m = x.shape(0), n = w->n;
-  if (x.shape(1) != w->k)
-    throw py::value_error("x must have shape (M, K) with K = " + std::to_string(w->k) + " to match w " +
-                          shape2(n, w->k) + "; got " + checks::shape_str(x));
-  auto ws = checks::array<float>(ws_obj, "w_scale", 1, "(N,)");
-  if (ws.shape(0) != n)
-    throw py::value_error("w_scale must have shape (" + std::to_string(n) + ",); got " + checks::shape_str(ws));
-  py::array_t<float, py::array::c_style> bias;
-  if (!bias_obj.is_none()) {
-    bias = checks::array<float>(bias_obj, "bias", 1, "(N,)");
-    if (bias.shape(0) != n)
-      throw py::value_error("bias must have shape (" + std::to_string(n) + ",); got " + checks::shape_str(bias));
-  }
-  const GemmAct act = parse_act(act_obj);
-  py::array_t<float, py::array::c_style> y;
-  if (out_obj.is_none()) {
-    y = py::array_t<float, py::array::c_style>({py::ssize_t(m), py::ssize_t(n)});
-  } else {
-    y = checks::out_array<float>(out_obj, "out", {py::ssize_t(m), py::ssize_t(n)});
-  }
-  GemmInput in;
-  in.a = x.data();
-  in.lda = w->k;
-  if (xs_obj.is_none()) {
-    if (!xzp_obj.is_none()) throw py::value_error("x_zero_point needs x_scale (static quantization)");
-    in.kind = GemmInput::f32_dynamic;
-  } else {
-    in.kind = GemmInput::f32_static;
-    const double xs = xs_obj.cast<double>();
-    if (!(xs > 0.0) || !std::isfinite(xs))
-      throw py::value_error("x_scale must be a finite float > 0; got " + std::string(py::str(xs_obj)));
-    in.x_scale = float(xs);
-    const std::string dt = xdtype_obj.is_none() ? "int8" : std::string(py::str(xdtype_obj));
-    if (dt != "int8" && dt != "uint8")
-      throw py::value_error("x_dtype must be 'int8' or 'uint8'; got '" + dt + "'");
-    in.x_uint8 = dt == "uint8";
-    const int64_t zp = xzp_obj.is_none() ? (in.x_uint8 ? 128 : 0) : xzp_obj.cast<int64_t>();
-    if (in.x_uint8 ? (zp < 0 || zp > 255) : (zp < -128 || zp > 127))
-      throw py::value_error("x_zero_point must lie in the range of " + dt + "; got " + std::to_string(zp));
-    in.x_zero_point = int32_t(zp);
-  }
-  GemmOutput out;
-  out.y = y.mutable_data();
-  out.ld = n;
-  out.col_scale = ws.data();
-  out.bias = bias_obj.is_none() ? nullptr : bias.data();
-  out.act = act;
+                      py::handle act_obj, py::handle out) {
+  if (!py::isinstance<py::array>(x_obj))
+    throw py::type_error("x must be a numpy.ndarray of float32 of shape (M, K) or (K,); got " + describe(x_obj));
+  py::array xa = py::reinterpret_borrow<py::array>(x_obj);
+  const bool one_d = xa.ndim() == 1;
+  auto x = checks::array<float>(x_obj, "x", one_d ? 1 : 2, "(M, K) or (K,)");
+  std::unique_ptr<PackedWeights> tmp;
+  const PackedB b = weights_of(w_obj, tmp);
+  const int64_t m = one_d ? 1 : x.shape(0);
+  check_k(x, "x", "(M, K)", b.k, x.shape(one_d ? 0 : 1));
+  py::object keep_s, keep_b;
+  const float* ws = col_scales(ws_obj, b.n, keep_s);
+  const float* bias = bias_of(bias_obj, b.n, keep_b);
+  const gemm::Act act = parse_act(act_obj);
+  py::array_t<float, py::array::c_style> y = float_out(out, one_d, m, b.n);
+  float* yp = y.mutable_data();
+  const float* xp = x.data();
   Status st;
   {
     py::gil_scoped_release nogil;
-    st = gemm_s8_run(*w, m, in, out);
+    st = gemm::linear_dynamic(xp, m, b.k, b, ws, bias, act, yp, b.n);
   }
   checks::raise_if_bad(st, "x");
-  return y;
+  return std::move(y);
+}
+
+// Static (calibrated) activations: x float32 quantized with (x_scale, zp) of the given kind, or
+// x already int8/uint8 of that kind.
+py::array linear_int8_static(py::handle x_obj, py::handle w_obj, py::handle ws_obj, py::handle bias_obj,
+                             py::handle act_obj, py::handle out, double x_scale, bool u8, int32_t zp) {
+  if (!py::isinstance<py::array>(x_obj))
+    throw py::type_error("x must be a numpy.ndarray (float32, or " + std::string(u8 ? "uint8" : "int8") +
+                         " quantized activations) of shape (M, K) or (K,); got " + describe(x_obj));
+  if (!(std::isfinite(x_scale) && x_scale > 0))
+    throw py::value_error("x_scale must be a finite number > 0; got " + std::to_string(x_scale));
+  py::array xa = py::reinterpret_borrow<py::array>(x_obj);
+  const bool one_d = xa.ndim() == 1;
+  const gemm::AKind kind = u8 ? gemm::AKind::u8 : gemm::AKind::s8;
+  std::unique_ptr<PackedWeights> tmp;
+  const PackedB b = weights_of(w_obj, tmp);
+  py::object keep_x;
+  const uint8_t* ap;
+  int64_t m;
+  std::vector<uint8_t> q;  // static quantization of float input: one buffer per call
+  if (checks::is_dtype<float>(xa)) {
+    auto x = checks::array<float>(x_obj, "x", one_d ? 1 : 2, "(M, K) or (K,)");
+    m = one_d ? 1 : x.shape(0);
+    check_k(x, "x", "(M, K)", b.k, x.shape(one_d ? 0 : 1));
+    q.resize(static_cast<size_t>(m * b.k));
+    Status st;
+    {
+      py::gil_scoped_release nogil;
+      st = gemm::quantize_static(x.data(), m, b.k, static_cast<float>(x_scale), kind, zp, q.data());
+    }
+    checks::raise_if_bad(st, "x");
+    ap = q.data();
+  } else {
+    if (u8 != checks::is_dtype<uint8_t>(xa) || (!u8 && !checks::is_dtype<int8_t>(xa)))
+      throw py::type_error(std::string("x must be float32 or ") + (u8 ? "uint8" : "int8") +
+                           " (the dtype of x_zero_point) of shape (M, K); got " + describe(x_obj));
+    py::array xq = u8 ? py::array(checks::array<uint8_t>(x_obj, "x", one_d ? 1 : 2, "(M, K) or (K,)"))
+                      : py::array(checks::array<int8_t>(x_obj, "x", one_d ? 1 : 2, "(M, K) or (K,)"));
+    m = one_d ? 1 : xq.shape(0);
+    check_k(xq, "x", "(M, K)", b.k, xq.shape(one_d ? 0 : 1));
+    keep_x = xq;
+    ap = static_cast<const uint8_t*>(xq.data());
+  }
+  py::object keep_s, keep_b;
+  const float* ws = col_scales(ws_obj, b.n, keep_s);
+  const float* bias = bias_of(bias_obj, b.n, keep_b);
+  const gemm::Act act = parse_act(act_obj);
+  py::array_t<float, py::array::c_style> y = float_out(out, one_d, m, b.n);
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    gemm::linear_static(ap, kind, zp, static_cast<float>(x_scale), m, b.k, b, ws, bias, act, yp, b.n);
+  }
+  return std::move(y);
 }
 
 }  // namespace
 
 void bind_gemm(py::module_& m) {
-  py::class_<PackedB, std::shared_ptr<PackedB>>(m, "PackedB", "int8 weights in the GEMM's packed layout")
-      .def_property_readonly("shape", [](const PackedB& b) { return py::make_tuple(b.n, b.k); })
-      .def_property_readonly("nbytes", &PackedB::nbytes)
-      .def("unpack", [](const PackedB& b) {
-        py::array_t<int8_t> w({py::ssize_t(b.n), py::ssize_t(b.k)});
-        unpack_b(b, w.mutable_data());
+  py::class_<PackedWeights>(m, "PackedWeights")
+      .def(py::init([](py::handle w) { return pack_from(w, "w"); }), py::arg("w"))
+      .def_property_readonly("shape", [](const PackedWeights& p) { return py::make_tuple(p.n, p.k); })
+      .def_property_readonly("nbytes", &PackedWeights::nbytes)
+      .def("unpack", [](const PackedWeights& p) {
+        py::array_t<int8_t> w({static_cast<py::ssize_t>(p.n), static_cast<py::ssize_t>(p.k)});
+        int8_t* wp = w.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          gemm::unpack(p.view(), wp);
+        }
         return w;
+      })
+      .def("_column_sums", [](const PackedWeights& p) {
+        py::array_t<int32_t> s(static_cast<py::ssize_t>(p.n));
+        std::memcpy(s.mutable_data(), p.colsum.get(), static_cast<size_t>(4 * p.n));
+        return s;
       });
-  m.def("gemm_pack", &pack, py::arg("w"));
-  m.def("gemm_int8", &gemm_int8, py::arg("a"), py::arg("w"));
-  m.def("linear_int8", &linear_int8, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"),
-        py::arg("activation"), py::arg("out"), py::arg("x_scale"), py::arg("x_zero_point"), py::arg("x_dtype"));
-  m.def("gemm_peak", [](int64_t iters) {
+  m.def("gemm_int8", &gemm_int8, py::arg("a"), py::arg("w"), py::arg("out") = py::none());
+  m.def("linear_int8", &linear_int8, py::arg("x"), py::arg("w"), py::arg("w_scale"),
+        py::arg("bias") = py::none(), py::arg("activation") = py::none(), py::arg("out") = py::none());
+  m.def("linear_int8_static", &linear_int8_static, py::arg("x"), py::arg("w"), py::arg("w_scale"),
+        py::arg("bias"), py::arg("activation"), py::arg("out"), py::arg("x_scale"), py::arg("u8"),
+        py::arg("zp"));
+  m.def("gemm_peak_gops", [](double seconds) {
     const GemmOps& ops = active().gemm;
     py::gil_scoped_release nogil;
-    const auto t0 = std::chrono::steady_clock::now();
-    const int64_t macs = ops.peak(iters);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return std::make_pair(macs, s);
-  }, py::arg("iters"));
+    return ops.peak ? ops.peak(seconds) : 0.0;
+  }, py::arg("seconds") = 0.2);
+  m.def("gemm_a_unsigned", [] { return active().gemm.a_unsigned; });
 }
 
 }  // namespace edgepack::bindings

@@ -1,22 +1,34 @@
-// Kernel contract for the int8 GEMM area: C[M, N] = A[M, K] * W[N, K]^T with exact int32
-// accumulation, and the float epilogue of linear_int8.
+// Kernel contract for the gemm_s8 area (int8 x int8 -> int32 GEMM, optional float epilogue).
 // Declarations only: this header is included by ISA translation units.
 //
-// Packed weights (one layout for every path, built once by pack.cpp):
-//   K is padded to Kp = round_up(K, 4) and N to Np = round_up(N, 16). Panel p holds columns
-//   16p..16p+15 as bytes b[p*Kp*16 + (k/4)*64 + (n%16)*4 + k%4] = W[n][k] (zero where padded).
-//   One 64-byte group is one zmm for vpdpbusd, two ymm for AVX2, four q-registers for NEON sdot.
-//   colsum[n] = sum_k W[n][k] (int32, zero for padded n).
+// ONE packed weight layout for every path (x86 and ARM), so a PackedB never depends on the
+// active path and a NEON sdot kernel consumes the same bytes as the VNNI one:
 //
-// Activations: the driver writes A into a scratch buffer of bytes s with row stride lda >= Kp
-// (bytes past K are arbitrary: the weights there are zero). A kernel with `a_unsigned` reads s as
-// u8 (VNNI vpdpbusd is u8 x s8); one without reads s as s8 (sign trick on AVX2/AVX-512BW, sdot on
-// NEON). The driver stores each activation so that its kernel reads `value + offset`, and gives
-// corr[m] = -offset for each row; the exact correction is folded into the accumulator's initial
-// value: acc[m][n] = corr[m] * colsum[n] + sum_k s[m][k] * W[n][k]. For symmetric int8
-// activations a signed kernel reads q itself (corr 0) and an unsigned one q ^ 0x80 (corr -128).
-// Exactness: |u| <= 255, |W| <= 127, K <= 2^16 keeps every partial sum below 2^31; VNNI uses
-// the wrapping vpdpbusd (not vpdpbusds), the sign trick keeps int16 pairs <= 2*128*127 = 32512.
+//   data   int8  [panels][kp/4][16][4]   panel p holds columns n = 16p .. 16p+15 of W (N x K),
+//                                        element [p][g][j][i] = W[16p + j][4g + i];
+//                                        zero outside N x K (padding columns and the k tail)
+//   colsum int32 [panels * 16]           sum_k W[n][k] (0 for padding columns)
+//
+// kp = K rounded up to 4, panels = ceil(N / 16). One 64-byte row [16][4] is exactly one zmm
+// (one vpdpbusd operand: 16 int32 lanes, 4 k each), two ymm for AVX2, four int8x16 for NEON
+// (vdotq_laneq_s32 over 4 columns x 4 k). data is 64-byte aligned.
+//
+// Activations reach a kernel as bytes in the path's A format (GemmOps::a_unsigned): signed
+// int8, or unsigned uint8 for instructions that multiply unsigned by signed (vpdpbusd). The
+// driver converts (XOR 0x80 shifts the value by +-128) and folds the shift and any activation
+// zero point into a per-row correction, so a kernel computes, for every output (m, n):
+//
+//   acc[m][n] = sum_{k < kp} A[m][k] * B[n][k]  +  row_corr[m] * colsum[n]   (int32, wrapping)
+//
+// Wrapping (mod 2^32) arithmetic keeps the result exact whenever the true result fits int32,
+// whatever the intermediate sums do (hence vpdpbusd, never the saturating vpdpbusds).
+// Rows of A hold at least kp readable bytes (the driver pads the k tail; any value there is
+// multiplied by zero weights).
+//
+// Output: either int32 acc into c_i32, or float into c_f32 with the epilogue
+//   y = (float(acc) * row_scale[m]) * col_scale[n] + bias[n]     (two roundings, no FMA,
+//   then act(y)                                                   so paths agree bit for bit
+//                                                                 before the activation)
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,62 +37,105 @@
 
 namespace edgepack {
 
-constexpr int kGemmPanel = 16;  // columns per packed panel
-constexpr int kGemmKGroup = 4;  // k values interleaved per column
+namespace gemm {
+constexpr int kNR = 16;  // columns per packed panel
+constexpr int kKU = 4;   // k per group (dot-product instruction depth)
 
-enum class GemmAct : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3, silu = 4 };
+enum class Act : int32_t { none = 0, relu = 1, gelu = 2, gelu_tanh = 3, silu = 4 };
+}  // namespace gemm
 
-// One microkernel call: rows [0, mr) of A times panels [0, np) of B.
-struct GemmTile {
-  const uint8_t* a;        // first row of the tile; row stride lda bytes
-  int64_t lda;
-  int mr;                  // 1 <= mr <= GemmOps::mr
-  const int8_t* b;         // first panel of the tile; panels are kp4 * 64 bytes apart
-  int64_t kp4;             // Kp / 4
-  int np;                  // 1 <= np <= GemmOps::np
-  int ncols;               // valid columns, 16*(np-1) < ncols <= 16*np
-  const int32_t* colsum;   // colsum for the tile's first column
-  const int32_t* corr;     // corr for the tile's first row
-  // Output: int32 when y == nullptr, else float.
-  int32_t* c;
-  int64_t ldc;
-  float* y;
-  int64_t ldy;
-  const float* row_scale;  // [mr] (float output)
-  const float* col_scale;  // [ncols]
-  const float* bias;       // [ncols] or nullptr
-  GemmAct act;
+// A packed weight matrix (see the layout above). Non-owning view.
+struct PackedB {
+  const int8_t* data = nullptr;
+  const int32_t* colsum = nullptr;
+  int64_t n = 0, k = 0;   // logical shape of W
+  int64_t kp = 0;         // k rounded up to 4
+  int64_t panels = 0;     // ceil(n / 16)
 };
 
-// Float epilogue, identical on every path for act none/relu: y = ((float)acc * row_scale[m]) *
-// col_scale[n] + bias[n], each step rounded to float32 (no fused multiply-add). gelu/gelu_tanh/silu
-// use each path's vector approximations (|error| <= ~1e-6 relative to the float32 reference).
-using GemmUkernel = void (*)(const GemmTile& t);
+// One GEMM call as a kernel sees it. All pointers are valid for the whole call.
+struct GemmArgs {
+  const uint8_t* a = nullptr;  // M rows in the path's A format, row stride lda >= kp bytes
+  int64_t lda = 0;
+  int64_t m = 0;
+  const int32_t* row_corr = nullptr;  // [M], or nullptr for all zero
+  PackedB b;
+  // exactly one of the two outputs is set; row stride ldc elements, only n < N written
+  int32_t* c_i32 = nullptr;
+  float* c_f32 = nullptr;
+  int64_t ldc = 0;
+  // float epilogue (c_f32 only)
+  const float* row_scale = nullptr;  // [M]
+  const float* col_scale = nullptr;  // [N]
+  const float* bias = nullptr;       // [N] or nullptr
+  gemm::Act act = gemm::Act::none;
+};
 
-// Elementwise activation in place on n floats (used by paths and by the driver on remainders).
-using GemmActFn = void (*)(float* y, int64_t n, GemmAct act);
+// Computes rows [m0, m1) x panels [p0, p1) of the output, over the whole of K (never a K slice:
+// results are identical whatever the split). Called concurrently on disjoint blocks.
+using GemmBlockFn = void (*)(const GemmArgs& args, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
 
-// Peak probe: runs `iters` iterations of a dependency-free dot-product loop; returns the number of
-// int8 multiply-accumulates it performed (the caller times it).
-using GemmPeakFn = int64_t (*)(int64_t iters);
+// Fused per-row symmetric quantization for linear_int8: for each of the m rows of x (row stride
+// ldx floats, k columns), scale[r] = absmax / 127 (1 for an all-zero row), q = round half to even
+// (x / scale) in [-127, 127], written as int8 bytes XOR `xor_mask` (0 or 0x80) into out (row
+// stride ldo, bytes k .. kp-1 set to xor_mask). Returns non_finite with the flat index (r * k + c)
+// of the first NaN/Inf found.
+using QuantRowsFn = Status (*)(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out,
+                               int64_t ldo, int64_t kp, float* scale, uint8_t xor_mask);
 
-// Dynamic per-row quantization of activations: for each of `rows` rows of x (stride ldx, k
-// values), scale[r] = max|x| / 127 (1 for an all-zero row), q = round_half_even(x / scale) in
-// [-127, 127], stored as s = q ^ xmask (xmask 0x80 for unsigned kernels, 0 otherwise) at
-// s + r*lda. Returns non_finite with the flat index (r*k + i, relative to x) of a NaN or Inf.
-using GemmQuantRowsFn = Status (*)(const float* x, int64_t ldx, int64_t rows, int64_t k, uint8_t* s,
-                                   int64_t lda, uint8_t xmask, float* scale);
+// Measures this path's int8 multiply-accumulate throughput with a register-only loop of its
+// dot-product instruction, for about `seconds`; returns GOP/s (2 ops per multiply-accumulate).
+using GemmPeakFn = double (*)(double seconds);
 
 struct GemmOps {
-  GemmUkernel ukernel = nullptr;
-  int mr = 0;              // largest row count of a tile
-  int np = 0;              // largest panel count of a tile
-  bool a_unsigned = false; // kernel multiplies u (true) or u ^ 0x80 (false)
-  GemmUkernel ukernel_small = nullptr;  // tuned for M <= 4 (streams B once); may equal ukernel
-  int np_small = 0;
-  GemmActFn act = nullptr;
+  GemmBlockFn block = nullptr;
+  QuantRowsFn quant_rows = nullptr;
   GemmPeakFn peak = nullptr;
-  GemmQuantRowsFn quant_rows = nullptr;
+  bool a_unsigned = false;  // A format: false = int8 bytes, true = uint8 bytes
+  // Blocking hints for the driver's task split: register tile rows and panels.
+  int32_t mr = 1, np = 1;
 };
 
+// ---- driver (cpp/kernels/gemm_s8/driver.cpp, pack.cpp): baseline code, used by the bindings --
+
+namespace gemm {
+
+// Monotonic wall time in seconds (defined in baseline code, so the ISA files' peak probes need
+// no <chrono> templates).
+double now_seconds();
+
+// Bytes needed for a packed W of n x k (data) and int32 count of colsum.
+int64_t packed_data_bytes(int64_t n, int64_t k);
+int64_t packed_colsum_len(int64_t n);
+// Packs W (n x k int8, row stride ldw) into data/colsum (sized as above). Returns out_of_range
+// with the flat index of the first -128 (the sign trick of the AVX2/AVX-512BW paths needs
+// |w| <= 127), leaving the buffers unspecified.
+Status pack(const int8_t* w, int64_t n, int64_t k, int64_t ldw, int8_t* data, int32_t* colsum);
+// Inverse of pack: the original W (n x k, row stride k).
+void unpack(const PackedB& b, int8_t* w);
+
+// Activation quantization of a static (calibrated) model: per-tensor zero point.
+enum class AKind : int32_t { s8 = 0, u8 = 1 };
+
+// acc = A @ W^T (int32, exact while it fits) for A int8 (kind s8, zero point 0) or any A with a
+// per-tensor zero point: acc = (A - zp) @ W^T. c row stride ldc.
+void gemm_i32(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, const PackedB& b,
+              int32_t* c, int64_t ldc);
+
+// y = act((acc * x_scale[m]) * w_scale[n] + bias[n]) with acc from per-row dynamic quantization
+// of x (float, m x k, row stride ldx). w_scale has n entries (the binding expands a scalar).
+Status linear_dynamic(const float* x, int64_t m, int64_t ldx, const PackedB& b, const float* w_scale,
+                      const float* bias, Act act, float* y, int64_t ldy);
+
+// The same with activations already quantized (static): acc = (A - zp) @ W^T, x_scale per tensor.
+void linear_static(const uint8_t* a, AKind kind, int32_t zp, float x_scale, int64_t m, int64_t lda,
+                   const PackedB& b, const float* w_scale, const float* bias, Act act, float* y,
+                   int64_t ldy);
+
+// ONNX QuantizeLinear with a per-tensor scale and zero point: saturate(round_half_even(x / scale)
+// + zp) into int8 or uint8 bytes (x contiguous, m x k). non_finite with the flat index on NaN/Inf.
+Status quantize_static(const float* x, int64_t m, int64_t k, float scale, AKind kind, int32_t zp,
+                       uint8_t* out);
+
+}  // namespace gemm
 }  // namespace edgepack
