@@ -32,15 +32,18 @@ struct Pool {
   std::condition_variable cv_work, cv_done;
   std::vector<std::thread> workers;
   bool stop = false;
+  // (job sequence << 16) | number of workers taking part. The worker count travels in the same
+  // word a worker acquires: a worker that wakes late for an old job must not read job_workers or
+  // task, which the next job may already be rewriting (found by UBSan: a null task dereference,
+  // and a worker counting itself into the next job twice).
   std::atomic<uint64_t> generation{0};
   // The current job.
   const TaskRef* task = nullptr;
   int64_t n_tasks = 0;
-  int job_workers = 0;  // workers 0..job_workers-1 take part
   std::atomic<int64_t> next{0};
   std::atomic<int> pending{0};
   std::atomic<bool> busy{false};
-  int num_threads = 1;
+  std::atomic<int> num_threads{1};  // read by callers without the busy flag (get_num_threads, parallel_for)
 
   void run_tasks() {
     const TaskRef& t = *task;
@@ -49,8 +52,11 @@ struct Pool {
       t(i);
   }
 
-  void worker_main(int index) {
-    uint64_t seen = 0;
+  // `seen` starts at the generation current when the worker is created: a worker started by
+  // set_num_threads must not take the last, finished job for a new one (it would run a null
+  // task and decrement pending for a job that is not waiting, so the next caller could return
+  // while workers still run its tasks).
+  void worker_main(int index, uint64_t seen) {
     for (;;) {
       uint64_t g = generation.load(std::memory_order_acquire);
       for (int s = 0; g == seen && s < kSpinIters; ++s) {
@@ -64,7 +70,8 @@ struct Pool {
         g = generation.load(std::memory_order_acquire);
       }
       seen = g;
-      if (index >= job_workers) continue;
+      // A participant is waited for (pending), so the job's fields stay put until it is done.
+      if (index >= static_cast<int>(g & 0xFFFF)) continue;
       run_tasks();
       if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lk(m);
@@ -76,7 +83,8 @@ struct Pool {
   void start(int n) {
     num_threads = n < 1 ? 1 : n;
     stop = false;
-    for (int i = 0; i + 1 < num_threads; ++i) workers.emplace_back([this, i] { worker_main(i); });
+    const uint64_t g0 = generation.load(std::memory_order_acquire);
+    for (int i = 0; i + 1 < num_threads; ++i) workers.emplace_back([this, i, g0] { worker_main(i, g0); });
   }
 
   void stop_all() {
@@ -164,14 +172,15 @@ void parallel_for(int64_t n_tasks, TaskRef task, int max_threads) {
     return;
   }
   if (threads > p.num_threads) threads = p.num_threads;  // set_num_threads may have shrunk it
+  if (threads > 0x10000) threads = 0x10000;               // the worker count has 16 bits in generation
   p.task = &task;
   p.n_tasks = n_tasks;
-  p.job_workers = threads - 1;
   p.next.store(0, std::memory_order_relaxed);
   p.pending.store(threads - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lk(p.m);
-    p.generation.fetch_add(1, std::memory_order_release);
+    const uint64_t seq = (p.generation.load(std::memory_order_relaxed) >> 16) + 1;
+    p.generation.store((seq << 16) | static_cast<uint64_t>(threads - 1), std::memory_order_release);
   }
   p.cv_work.notify_all();
   tl_inside_task = true;

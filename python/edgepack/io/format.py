@@ -218,7 +218,7 @@ def _tensors(path, raw: bytes, start: int, header: dict, meta: dict) -> dict[str
         code = info.get("dtype")
         shape = info.get("shape")
         offs = info.get("data_offsets")
-        if code not in _DTYPES:
+        if not isinstance(code, str) or code not in _DTYPES:
             raise _bad(path, f"tensor {key!r} has unsupported dtype {code!r}")
         if (not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                    for s in shape)):

@@ -46,6 +46,24 @@ def _s(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _malformed_is_value_error(fn):
+    """A hostile or corrupt graph (missing node inputs, dangling names, undefined tensor types,
+    non-UTF-8 names) must end in the documented ValueError, not in whatever KeyError or IndexError
+    the conversion trips over first (found by tests/test_fuzz.py)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except (KeyError, IndexError, TypeError, AttributeError, UnicodeError, OverflowError) as e:
+            where = path if isinstance(path, (str, bytes, os.PathLike)) else "model"
+            raise ValueError(f"{os.fspath(where) if not isinstance(where, str) else where}: malformed ONNX "
+                             f"graph ({type(e).__name__}: {e})") from None
+    return wrapper
+
+
+@_malformed_is_value_error
 def from_onnx(path, *, fold_batchnorm: bool = True) -> "nn.Sequential":
     """Convert an ONNX model file (or ``onnx.ModelProto``) to an edgepack ``Sequential``.
 

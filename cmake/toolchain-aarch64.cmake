@@ -1,0 +1,16 @@
+# Cross-compiling for 64-bit ARM Linux with Debian's g++-aarch64-linux-gnu
+# (used by scripts/test-aarch64.sh; the results run under qemu-aarch64 -L /usr/aarch64-linux-gnu).
+set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR aarch64)
+set(EP_CROSS_PREFIX aarch64-linux-gnu- CACHE STRING "cross tool prefix")
+set(CMAKE_C_COMPILER ${EP_CROSS_PREFIX}gcc)
+set(CMAKE_CXX_COMPILER ${EP_CROSS_PREFIX}g++)
+set(CMAKE_FIND_ROOT_PATH /usr/aarch64-linux-gnu)
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+find_program(EP_QEMU_AARCH64 qemu-aarch64)
+if(EP_QEMU_AARCH64)
+  set(CMAKE_CROSSCOMPILING_EMULATOR ${EP_QEMU_AARCH64} -L /usr/aarch64-linux-gnu)
+endif()

@@ -1,0 +1,120 @@
+// Layouts derived from the stored formats when a matrix is loaded.
+#include <algorithm>
+
+#include "core/dispatch.h"
+#include "kernels/spmm/driver.h"
+
+namespace edgepack {
+
+namespace {
+
+template <class V>
+void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, int64_t k, SpmmSellStorage& out,
+                std::vector<V>& out_val) {
+  const int64_t R = out.rows, W = out.win;
+  const int64_t slices = (n + R - 1) / R, windows = (k + W - 1) / W;
+  out.run_ptr.assign(size_t(slices + 1), 0);
+  out.step_ptr.assign(size_t(slices + 1), 0);
+  out.run_win.clear();
+  out.run_depth.clear();
+  std::vector<uint16_t> depth(static_cast<size_t>(windows));
+  std::vector<int64_t> base(static_cast<size_t>(windows));
+  // First pass: depths, runs and step counts.
+  int64_t steps = 0;
+  for (int64_t s = 0; s < slices; ++s) {
+    std::fill(depth.begin(), depth.end(), uint16_t(0));
+    for (int64_t row = R * s; row < std::min(n, R * s + R); ++row) {
+      for (int64_t p = rp[row]; p < rp[row + 1];) {
+        const int64_t w = col[p] / W;
+        int64_t q = p;
+        while (q < rp[row + 1] && col[q] / W == w) ++q;
+        depth[size_t(w)] = std::max(depth[size_t(w)], uint16_t(q - p));
+        p = q;
+      }
+    }
+    for (int64_t w = 0; w < windows; ++w)
+      if (depth[size_t(w)]) {
+        out.run_win.push_back(uint16_t(w));
+        out.run_depth.push_back(depth[size_t(w)]);
+        steps += depth[size_t(w)];
+      }
+    out.run_ptr[size_t(s + 1)] = int64_t(out.run_win.size());
+    out.step_ptr[size_t(s + 1)] = steps;
+  }
+  out_val.assign(size_t(steps * R), V(0));
+  out.idx.assign(size_t(steps * R), uint8_t(0));
+  // Second pass: place each nonzero at (step of its window + its rank in the window, lane).
+  for (int64_t s = 0; s < slices; ++s) {
+    int64_t st = out.step_ptr[size_t(s)];
+    for (int64_t r = out.run_ptr[size_t(s)]; r < out.run_ptr[size_t(s + 1)]; ++r) {
+      base[out.run_win[size_t(r)]] = st;
+      st += out.run_depth[size_t(r)];
+    }
+    for (int64_t row = R * s; row < std::min(n, R * s + R); ++row) {
+      const int64_t lane = row - R * s;
+      int64_t prev_w = -1, rank = 0;
+      for (int64_t p = rp[row]; p < rp[row + 1]; ++p) {
+        const int64_t w = col[p] / W;
+        rank = w == prev_w ? rank + 1 : 0;
+        prev_w = w;
+        const size_t at = size_t((base[size_t(w)] + rank) * R + lane);
+        out_val[at] = val[p];
+        out.idx[at] = uint8_t(col[p] % W);
+      }
+    }
+  }
+}
+
+// 2:4 rows as CSR (explicit zeros dropped).
+template <class V>
+void nm24_to_csr(const SpmmMatrix& w, std::vector<int64_t>& rp, std::vector<uint16_t>& col, std::vector<V>& val) {
+  const int64_t groups = w.k / 4, half = w.k / 2, ms = (groups + 1) / 2;
+  const V* v = static_cast<const V*>(w.val);
+  rp.assign(size_t(w.n + 1), 0);
+  col.clear();
+  val.clear();
+  for (int64_t i = 0; i < w.n; ++i) {
+    const uint8_t* m = w.meta + i * ms;
+    for (int64_t g = 0; g < groups; ++g) {
+      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+      const V v0 = v[i * half + 2 * g], v1 = v[i * half + 2 * g + 1];
+      if (v0 != V(0)) { col.push_back(uint16_t(4 * g + (b & 3u))); val.push_back(v0); }
+      if (v1 != V(0)) { col.push_back(uint16_t(4 * g + (b >> 2))); val.push_back(v1); }
+    }
+    rp[size_t(i + 1)] = int64_t(col.size());
+  }
+}
+
+template <class V>
+void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_val) {
+  if (w.format == SpmmFormat::csr) {
+    build_sell(w.row_ptr, w.col, static_cast<const V*>(w.val), w.n, w.k, out, out_val);
+    return;
+  }
+  std::vector<int64_t> rp;
+  std::vector<uint16_t> col;
+  std::vector<V> val;
+  nm24_to_csr(w, rp, col, val);
+  build_sell(rp.data(), col.data(), val.data(), w.n, w.k, out, out_val);
+}
+
+}  // namespace
+
+bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
+  const double density = double(w.nnz) / (double(w.n) * double(w.k));
+  return density >= 0.2 || s.nbytes() <= active().spmm.sell_keep_bytes;
+}
+
+void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
+  out.rows = active().spmm.sell_rows;
+  out.win = active().spmm.sell_win;
+  if (w.int8) {
+    out.val_f32.clear();
+    build_any(w, out, out.val_s8);
+  } else {
+    out.val_s8.clear();
+    build_any(w, out, out.val_f32);
+  }
+}
+
+}  // namespace edgepack
