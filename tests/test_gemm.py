@@ -195,7 +195,7 @@ def test_packed_weights_copy():
 # ---- linear_int8 ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 64, 48), (3, 37, 20), (9, 130, 70), (20, 256, 33), (0, 8, 5)])
+@pytest.mark.parametrize("m,k,n", [(1, 64, 48), (3, 37, 20), (9, 130, 70), (20, 256, 33), (0, 8, 5), (3, 0, 5)])
 @pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("act", [None, "relu"])
 def test_linear_exact_without_transcendentals(isa, rng, m, k, n, use_bias, act):
@@ -334,3 +334,33 @@ def test_peak_probe_positive():
     from edgepack import _core
 
     assert _core.gemm_peak_gops(0.01) > 0
+
+
+def test_linear_quantization_near_ties_exact(isa, rng):
+    # The vector quantizers multiply by 1/s and fall back to division near half-integers; values
+    # on and a few ulp around every tie must still match round_half_even(x / s) exactly.
+    k = 128
+    base = (np.arange(k, dtype=np.float32) - 64) + F32(0.5)
+    rows = [np.concatenate([[F32(127)], base[1:]])]
+    for d in (1, 2, 3, 8, 64, 1024):
+        up = np.nextafter(base, np.inf)
+        for _ in range(d - 1):
+            up = np.nextafter(up, np.inf)
+        rows.append(np.concatenate([[F32(127)], up[1:]]))
+        rows.append(np.concatenate([[F32(-127)], (-up)[1:]]))
+    x = np.stack(rows).astype(F32) * F32(0.37)  # scale != 1: x / s is not exact
+    x = np.concatenate([x, (rng.standard_normal((40, k)) * 5).astype(F32)])
+    w = np.eye(k, dtype=np.int8)
+    y = linear_int8(x, w, 1.0)
+    q, s = ref_quant_rows(x)
+    np.testing.assert_array_equal(y, ref_epilogue(q.astype(np.int64), s, np.ones(k, F32), None))
+
+
+def test_bench_suite_smoke(capsys):
+    from edgepack.benchsuite.gemm import main
+
+    assert main(["--shapes", "4x64x40", "--threads", "1", "--quick", "--no-ort"]) == 0
+    text = capsys.readouterr().out
+    assert "4x64x40" in text and "GOP/s" in text
+    with pytest.raises(ValueError, match="MxKxN"):
+        main(["--shapes", "4x64", "--quick", "--no-ort"])

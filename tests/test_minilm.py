@@ -125,7 +125,8 @@ def test_padding_never_changes_a_result(quant, request):
     assert h.shape == (6, T, 384)
     for i, s in enumerate(ids):
         alone = enc.model(s[None, :])
-        np.testing.assert_allclose(h[i, :len(s)], alone[0], atol=2e-5)
+        # int8: same quantization-boundary argument as above, amplified over six layers
+        np.testing.assert_allclose(h[i, :len(s)], alone[0], atol=2e-3 if quant else 2e-5)
         assert not h[i, len(s):].any()
 
 

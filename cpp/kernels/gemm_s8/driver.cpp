@@ -49,12 +49,17 @@ void run(const GemmArgs& g, const GemmOps& ops) {
   if (mc < mr) mc = mr;
   if (M <= 4 * mr) mc = M;  // small M: one strip, B streamed once
   const int64_t mchunks = (M + mc - 1) / mc;
-  const int64_t ntiles = (P + np - 1) / np;
+  // Small M walks B in wide GEMV-like tiles (up to 8 panels): keep task edges on those.
+  const int64_t align = M <= 4 ? 8 : np;
+  const int64_t ntiles = (P + align - 1) / align;
   int64_t nchunks = 1;
   if (threads > 1) {
-    // Enough tasks for every thread, a few more for balance when tiles allow it.
-    int64_t want = 2 * threads;
+    // Several tasks per thread, handed out dynamically: on a shared machine a thread that loses
+    // its core for a while leaves its remaining tasks to the others instead of stalling the call.
+    const int64_t want = 8 * threads;
     nchunks = (want + mchunks - 1) / mchunks;
+    const int64_t by_work = static_cast<int64_t>(macs / (kMinMacsPerThread * mchunks));
+    if (nchunks > by_work) nchunks = by_work;
     if (nchunks > ntiles) nchunks = ntiles;
     if (nchunks < 1) nchunks = 1;
   }
@@ -62,7 +67,7 @@ void run(const GemmArgs& g, const GemmOps& ops) {
   auto task = [&](int64_t t) {
     const int64_t mi = t % mchunks, ni = t / mchunks;
     const int64_t m0 = mi * mc, m1 = (m0 + mc < M) ? m0 + mc : M;
-    int64_t p0 = (ntiles * ni / nchunks) * np, p1 = (ntiles * (ni + 1) / nchunks) * np;
+    int64_t p0 = (ntiles * ni / nchunks) * align, p1 = (ntiles * (ni + 1) / nchunks) * align;
     if (p1 > P) p1 = P;
     if (p0 < p1) ops.block(g, m0, m1, p0, p1);
   };

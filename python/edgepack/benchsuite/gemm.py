@@ -1,0 +1,241 @@
+"""``edgepack bench gemm``: int8 GEMM and the fused int8 linear layer against their peers.
+
+For each shape M x K x N and thread count, in one run:
+
+* ``gemm_int8`` (int8 x packed int8 -> int32) as GOP/s (2*M*N*K per second) and as % of this
+  CPU's int8 peak, measured here by a register-only dot-product loop of the best path;
+* NumPy float32 ``a @ b`` (OpenBLAS/MKL, threads limited with threadpoolctl when present);
+* onnxruntime ``MatMulInteger`` (uint8 A, int8 constant B, as ORT prefers), one-node model;
+* ``linear_int8`` (float in, float out, per-row dynamic quantization included) against
+  onnxruntime's dynamically quantized MatMul (``quantize_dynamic`` of a one-node float model).
+
+Ratios compare timings taken in the same run. Timing: best of ``--repeats`` batches, each long
+enough to last ``--min-time`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+import time
+
+import numpy as np
+
+SHAPES = ("1x768x768", "1x4096x4096", "16x768x3072", "128x384x1536", "128x1536x384", "1024x1024x1024")
+
+
+def _time(fn, min_time: float, repeats: int) -> float:
+    """Best-of-`repeats` seconds per call; each repeat lasts about min_time."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    calls = max(1, int(min_time / once))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+def blas_threads(n: int):
+    """Limit numpy's BLAS to n threads when threadpoolctl is available."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(n)
+
+
+def parse_shape(s: str) -> tuple[int, int, int]:
+    try:
+        m, k, n = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"shape must look like MxKxN (e.g. 16x768x3072); got {s!r}") from None
+    if min(m, k, n) < 1:
+        raise ValueError(f"shape dimensions must be >= 1; got {s!r}")
+    return m, k, n
+
+
+def make_operands(m: int, k: int, n: int, seed: int = 0) -> dict:
+    """Random operands shared by every contender of one shape."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    wf = rng.standard_normal((n, k), dtype=np.float32) * 0.05
+    w_scale = (np.abs(wf).max(axis=1) / 127).astype(np.float32)
+    wq = np.clip(np.rint(wf / w_scale[:, None]), -127, 127).astype(np.int8)
+    a = rng.integers(-128, 128, (m, k), dtype=np.int16).astype(np.int8)
+    return {"x": x, "wf": wf, "wq": wq, "w_scale": w_scale, "a": a}
+
+
+def _ort_session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def ort_matmulinteger(wq: np.ndarray, threads: int):
+    """One-node MatMulInteger(A uint8 [M, K], B int8 [K, N] constant) session, or None."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    n, k = wq.shape
+    b = numpy_helper.from_array(np.ascontiguousarray(wq.T), name="B")
+    node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
+    graph = helper.make_graph(
+        [node], "mmi", [helper.make_tensor_value_info("A", TensorProto.UINT8, ["M", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, ["M", n])], initializer=[b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return _ort_session(model.SerializeToString(), threads)
+
+
+def ort_dynamic_quant(wf: np.ndarray, threads: int):
+    """quantize_dynamic (QInt8 weights) of a one-node float MatMul(X [M, K], W [K, N]), or None."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        return None
+    n, k = wf.shape
+    w = numpy_helper.from_array(np.ascontiguousarray(wf.T), name="W")
+    node = helper.make_node("MatMul", ["X", "W"], ["Y"])
+    graph = helper.make_graph(
+        [node], "mm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    import logging
+
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
+        onnx.save(model, src)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # quantize_dynamic's pre-processing advice is noise here
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        with open(dst, "rb") as f:
+            data = f.read()
+    return _ort_session(data, threads)
+
+
+def measure_peak(seconds: float = 0.3) -> tuple[str, float]:
+    """int8 dot-product peak (GOP/s, one core) of the best path, best of three probes."""
+    import edgepack
+    from edgepack import _core
+
+    best = edgepack.cpu_info()["best"]
+    with edgepack.use_isa(best):
+        return best, max(_core.gemm_peak_gops(seconds / 3) for _ in range(3))
+
+
+def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=print) -> list[dict]:
+    import edgepack
+    from edgepack.kernels import gemm_int8, linear_int8, pack_weights
+
+    have_ort = False
+    if ort:
+        try:
+            import onnxruntime  # noqa: F401
+
+            have_ort = True
+        except ImportError:
+            out("(onnxruntime not installed: its columns are left out)")
+    prev_isa, prev_threads = edgepack.get_isa(), edgepack.get_num_threads()
+    peak_isa, peak = measure_peak()
+    if isa:
+        edgepack.set_isa(isa)
+    path = edgepack.get_isa()
+    out(f"path: {path}; int8 peak ({peak_isa} dot-product loop, one core): {peak:.0f} GOP/s")
+    hdr = (f"{'MxKxN':>15} {'thr':>3} | {'gemm_int8':>9} {'%peak':>6} {'x np f32':>8} {'x ORT MMI':>9} | "
+           f"{'linear_int8':>11} {'x ORT dynQ':>10} | {'np f32':>7} {'ORT MMI':>7} {'ORT dynQ':>8}")
+    out(hdr)
+    out("-" * len(hdr))
+    rows = []
+    try:
+        for shape in shapes:
+            m, k, n = parse_shape(shape) if isinstance(shape, str) else shape
+            ops = make_operands(m, k, n)
+            pw = pack_weights(ops["wq"])
+            a, x, ws = ops["a"], ops["x"], ops["w_scale"]
+            au8 = (a.view(np.uint8) ^ 0x80)
+            c = np.empty((m, n), np.int32)
+            y = np.empty((m, n), np.float32)
+            wt = np.ascontiguousarray(ops["wf"].T)
+            gop = 2.0 * m * n * k * 1e-9
+            for t in threads_list:
+                edgepack.set_num_threads(t)
+                t_gemm = _time(lambda: gemm_int8(a, pw, out=c), min_time, repeats)
+                t_lin = _time(lambda: linear_int8(x, pw, ws, out=y), min_time, repeats)
+                with blas_threads(t):
+                    t_np = _time(lambda: x @ wt, min_time, repeats)
+                t_mmi = t_dq = float("nan")
+                if have_ort:
+                    s = ort_matmulinteger(ops["wq"], t)
+                    feed = {"A": au8}
+                    t_mmi = _time(lambda: s.run(None, feed), min_time, repeats)
+                    del s
+                    s = ort_dynamic_quant(ops["wf"], t)
+                    feed = {"X": x}
+                    t_dq = _time(lambda: s.run(None, feed), min_time, repeats)
+                    del s
+                r = {
+                    "shape": f"{m}x{k}x{n}", "threads": t, "path": path,
+                    "gemm_gops": gop / t_gemm, "linear_gops": gop / t_lin, "numpy_gflops": gop / t_np,
+                    "ort_mmi_gops": gop / t_mmi, "ort_dynq_gops": gop / t_dq,
+                    "pct_peak": 100.0 * gop / t_gemm / (peak * t), "gemm_us": t_gemm * 1e6,
+                    "linear_us": t_lin * 1e6,
+                }
+                r["x_numpy"] = t_np / t_gemm
+                r["x_ort_mmi"] = t_mmi / t_gemm
+                r["x_ort_dynq"] = t_dq / t_lin
+                rows.append(r)
+                out(f"{r['shape']:>15} {t:>3} | {r['gemm_gops']:9.1f} {r['pct_peak']:5.1f}% {r['x_numpy']:7.2f}x "
+                    f"{r['x_ort_mmi']:8.2f}x | {r['linear_gops']:11.1f} {r['x_ort_dynq']:9.2f}x | "
+                    f"{r['numpy_gflops']:7.1f} {r['ort_mmi_gops']:7.1f} {r['ort_dynq_gops']:8.1f}")
+    finally:
+        edgepack.set_isa(prev_isa)
+        edgepack.set_num_threads(prev_threads)
+    out("GOP/s = 2*M*N*K / time; %peak is per thread; x = speed ratio (> 1: edgepack faster);")
+    out("ORT MMI = onnxruntime MatMulInteger (uint8 A, int8 constant B); ORT dynQ = quantize_dynamic "
+        "MatMul, compared with linear_int8 (float in/out).")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``edgepack bench gemm``; returns the exit status."""
+    import edgepack
+
+    p = argparse.ArgumentParser(prog="edgepack bench gemm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), metavar="MxKxN")
+    p.add_argument("--threads", nargs="+", type=int, default=None,
+                   help="thread counts (default: 1 and all)")
+    p.add_argument("--isa", default=None, help="force a path (default: the best one)")
+    p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed batch")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-ort", action="store_true", help="skip onnxruntime")
+    p.add_argument("--quick", action="store_true", help="short timings (smoke test)")
+    args = p.parse_args(argv)
+    threads = args.threads or sorted({1, edgepack.default_num_threads() if hasattr(edgepack, "default_num_threads")
+                                      else edgepack.cpu_info()["default_num_threads"]})
+    if any(t < 1 for t in threads):
+        raise ValueError(f"--threads must be >= 1; got {threads}")
+    shapes = [parse_shape(s) for s in args.shapes]
+    mt, rep = (0.005, 2) if args.quick else (args.min_time, args.repeats)
+    run(shapes, threads, min_time=mt, repeats=rep, isa=args.isa, ort=not args.no_ort)
+    return 0
