@@ -547,6 +547,7 @@ def fuzz_hypothesis(target: str, seconds: float, out: str, seed: int, keep_going
     seen: dict = {}
     tmpdir = tempfile.mkdtemp(prefix=f"edgepack-fuzz-{target}-")
     last = os.path.join(tmpdir, "last-input.bin")
+    print(f"fuzz {target}: the input being run is kept in {last} (for a hard crash)", flush=True)
     t_end = time.monotonic() + seconds
     runs = 0
 
