@@ -250,7 +250,7 @@ Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* ou
         if (!(v - v == 0.0f)) return Status::at(StatusCode::non_finite, r * k + i);
       }
     }
-    const float s = am > 0.0f ? am / 127.0f : 1.0f;
+    const float s0 = am / 127.0f, s = s0 > 0.0f ? s0 : 1.0f;  // 1 for a zero row, also when absmax / 127 underflows
     scale[r] = s;
     const __m256 vs = _mm256_set1_ps(s);
     uint8_t* o = out + r * ldo;

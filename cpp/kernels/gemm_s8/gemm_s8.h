@@ -86,9 +86,10 @@ struct GemmArgs {
 using GemmBlockFn = void (*)(const GemmArgs& args, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
 
 // Fused per-row symmetric quantization for linear_int8: for each of the m rows of x (row stride
-// ldx floats, k columns), scale[r] = absmax / 127 (1 for an all-zero row), q = round half to even
-// (x / scale) in [-127, 127], written as int8 bytes XOR `xor_mask` (0 or 0x80) into out (row
-// stride ldo, bytes k .. kp-1 set to xor_mask). Returns non_finite with the flat index (r * k + c)
+// ldx floats, k columns), scale[r] = absmax / 127 (1 when that is 0: a zero row, or a denormal
+// absmax whose quotient underflows), q = round half to even (x / scale) in [-127, 127], written
+// as int8 bytes XOR `xor_mask` (0 or 0x80) into out (row stride ldo, bytes k .. kp-1 set to
+// xor_mask). Returns non_finite with the flat index (r * k + c)
 // of the first NaN/Inf found.
 using QuantRowsFn = Status (*)(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out,
                                int64_t ldo, int64_t kp, float* scale, uint8_t xor_mask);

@@ -157,7 +157,7 @@ Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* ou
         if (!(a <= 3.40282347e38f)) return Status::at(StatusCode::non_finite, r * k + i);
       }
     }
-    const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+    const float sc0 = amax / 127.0f, sc = sc0 > 0.0f ? sc0 : 1.0f;  // 1 for a zero row, also when absmax / 127 underflows
     scale[r] = sc;
     uint8_t* o = out + r * ldo;
     const float32x4_t vs = vdupq_n_f32(sc);

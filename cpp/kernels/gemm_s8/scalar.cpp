@@ -63,7 +63,7 @@ Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* ou
       const float av = std::fabs(v);
       amax = av > amax ? av : amax;
     }
-    const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+    const float s0 = amax / 127.0f, s = s0 > 0.0f ? s0 : 1.0f;  // 1 for a zero row, also when absmax / 127 underflows
     scale[r] = s;
     uint8_t* o = out + r * ldo;
     for (int64_t c = 0; c < k; ++c) {

@@ -38,7 +38,8 @@ def _scale_arg(scale) -> np.ndarray:
     if isinstance(scale, (bool, np.bool_)):
         raise TypeError("scale must be a positive float or a 1-D float array; got bool")
     if isinstance(scale, numbers.Real):
-        return np.asarray(scale, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by the kernel
+            return np.asarray(scale, dtype=np.float32)
     a = scale if isinstance(scale, np.ndarray) else None
     if a is None:
         try:
@@ -177,11 +178,14 @@ def choose_qparams(x: np.ndarray, axis: int | None = None, symmetric: bool = Tru
 
     The range always includes 0. In float32 arithmetic:
 
-    * symmetric: ``scale = max(|min|, |max|) / 127`` (1 when that is 0); zero point 0 for int8,
-      128 for uint8.
-    * asymmetric: ``scale = (max - min) / (qmax - qmin)`` (1 when max == min) and
+    * symmetric: ``scale = max(|min|, |max|) / 127``; zero point 0 for int8, 128 for uint8.
+    * asymmetric: ``scale = (max - min) / (qmax - qmin)`` and
       ``zero_point = round_half_even(clip(qmin - min / scale, qmin, qmax))``; for uint8 this is
       exactly ONNX DynamicQuantizeLinear (qmin 0, qmax 255); int8 uses [-128, 127].
+    * a scale that comes out 0 (all zeros, or a range below ~1e-43 whose quotient underflows)
+      is 1 instead, so the result is always valid for :func:`quantize` (where ONNX Runtime
+      would return 0 for the underflow case); a range wider than float32 (max - min overflows)
+      is halved before dividing, where ONNX Runtime would return inf.
 
     Parameters
     ----------
@@ -210,15 +214,21 @@ def choose_qparams(x: np.ndarray, axis: int | None = None, symmetric: bool = Tru
     mn = np.minimum(mn, zero)  # empty channels (+inf / -inf) become 0 here
     mx = np.maximum(mx, zero)
     lo, hi = _RANGES[dt]
+    # A zero range, or one so small that the quotient underflows, gets scale 1 (never 0).
     if symmetric:
-        amax = np.maximum(-mn, mx)
-        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        scale = np.maximum(-mn, mx) / np.float32(127)
+        scale = np.where(scale > 0, scale, np.float32(1)).astype(np.float32)
         zp = np.full(scale.shape, 128 if dt == np.uint8 else 0, dtype=dt)
     else:
-        span = mx - mn
-        scale = np.where(span > 0, span / np.float32(hi - lo), np.float32(1)).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            init = np.float32(lo) - mn / scale
+        with np.errstate(over="ignore"):
+            span = mx - mn
+        scale = span / np.float32(hi - lo)
+        big = ~np.isfinite(span)  # max - min beyond float32: halve first (ORT would return inf)
+        if big.any():
+            half = (mx[big] * np.float32(0.5) - mn[big] * np.float32(0.5)) / np.float32(hi - lo)
+            scale[big] = half * np.float32(2)
+        scale = np.where(scale > 0, scale, np.float32(1)).astype(np.float32)
+        init = np.float32(lo) - mn / scale
         zp = np.rint(np.clip(init, np.float32(lo), np.float32(hi))).astype(dt)
     if axis is None:
         return scale[0], zp[0]
