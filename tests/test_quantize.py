@@ -187,6 +187,13 @@ def test_quantize_rows_ties_and_large(isa, rng):
     q, s = K.quantize_rows(x)
     np.testing.assert_array_equal(s, np.full(8, 0.125, F32))
     np.testing.assert_array_equal(q, ref_quant_rows(x)[0])
+    # absmax / 127 denormal (1 / scale overflows) or underflowing to 0: zeros must stay 0
+    x = np.zeros((3, 40), F32)
+    x[0, 5], x[1, 7], x[2, 39] = F32(1.1754942e-38), F32(-3e-39), F32(1e-45)
+    q, s = K.quantize_rows(x)
+    rq, rs = ref_quant_rows(x)
+    np.testing.assert_array_equal(s, rs)
+    np.testing.assert_array_equal(q, rq)
     x = rng.standard_normal((300, 3000)).astype(F32)  # above the threading threshold
     q, s = K.quantize_rows(x)
     rq, rs = ref_quant_rows(x)

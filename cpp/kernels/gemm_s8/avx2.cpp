@@ -210,7 +210,7 @@ EP_INLINE __m256i quant8(__m256 x, __m256 vs, __m256 vr) {
   const __m256i q = _mm256_cvtps_epi32(t);
   const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 d = _mm256_and_ps(_mm256_sub_ps(t, _mm256_cvtepi32_ps(q)), absmask);
-  if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f - 1.0f / 1024), _CMP_GT_OQ)) != 0, 0))
+  if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f - 1.0f / 1024), _CMP_NLE_UQ)) != 0, 0))
     return _mm256_cvtps_epi32(_mm256_div_ps(x, vs));
   return q;
 }
