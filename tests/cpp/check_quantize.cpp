@@ -146,7 +146,10 @@ void check_driver(Suite& s, Isa isa) {
     for (int64_t k : {0, 1, 17, 64, 1000, 3001}) {
       std::vector<float> x(static_cast<size_t>(m * k));
       for (auto& v : x) v = r.uniform(-9.0f, 9.0f);
-      if (m > 2) for (int64_t c = 0; c < k; ++c) x[size_t(k + c)] = 0.0f;  // zero row: scale 1
+      if (m > 2) {  // a zero row (scale 1) and a row whose scale is denormal (1 / scale = inf)
+        for (int64_t c = 0; c < k; ++c) x[size_t(k + c)] = x[size_t(2 * k + c)] = 0.0f;
+        if (k) x[size_t(2 * k + k / 2)] = 1.1754942e-38f;
+      }
       std::vector<int8_t> q(static_cast<size_t>(m * k));
       std::vector<float> sc(static_cast<size_t>(m));
       ++t.cases;
