@@ -190,6 +190,10 @@ def test_quantize_rows_ties_and_large(isa, rng):
     # absmax / 127 denormal (1 / scale overflows) or underflowing to 0: zeros must stay 0
     x = np.zeros((3, 40), F32)
     x[0, 5], x[1, 7], x[2, 39] = F32(1.1754942e-38), F32(-3e-39), F32(1e-45)
+    x = np.concatenate([x, np.zeros((2, 40), F32)])
+    # absmax 190 * 2^-149: scale rounds to 2^-149, so |x| / scale = 190 -> clipped to +-127, not -128
+    x[3, :] = F32(-190 * 2.0**-149)
+    x[4, ::2] = F32(190 * 2.0**-149)
     q, s = K.quantize_rows(x)
     rq, rs = ref_quant_rows(x)
     np.testing.assert_array_equal(s, rs)

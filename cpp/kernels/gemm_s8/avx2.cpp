@@ -203,66 +203,63 @@ void block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
     }
 }
 
-// round_half_even(x / s), bit-identical to the division (argument in zmm_kernel.inc, quant16):
-// multiply by 1/s, and divide only when a lane lands within 2^-10 of a half-integer.
-EP_INLINE __m256i quant8(__m256 x, __m256 vs, __m256 vr) {
-  const __m256 t = _mm256_mul_ps(x, vr);
-  const __m256i q = _mm256_cvtps_epi32(t);
-  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 d = _mm256_and_ps(_mm256_sub_ps(t, _mm256_cvtepi32_ps(q)), absmask);
-  if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f - 1.0f / 1024), _CMP_NLE_UQ)) != 0, 0))
-    return _mm256_cvtps_epi32(_mm256_div_ps(x, vs));
-  return q;
-}
-
-// Per-row symmetric quantization: absmax with the NaN/Inf test folded in (x - x), x / s (quant8),
-// cvtps2dq (round half to even), saturating packs to bytes.
-Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out, int64_t ldo,
-                  int64_t kp, float* scale, uint8_t xor_mask) {
-  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256i xm = _mm256_set1_epi8(static_cast<char>(xor_mask));
+// Per-row symmetric quantization (see QuantRowsFn), two passes over each row (the second from L1):
+//  1. absmax as an unsigned integer max over the bit patterns of |x| (integer order = float order
+//     for non-negative floats; NaN/Inf patterns >= 0x7f800000 exceed every finite one, so the same
+//     instruction detects them);
+//  2. q = vcvtps2dq(x / scale) (a true division: ONNX semantics; round half to even), saturating
+//     packs to bytes with a -127 floor (a denormal scale is coarse, so |x| / scale can exceed 127).
+// Four independent vectors per step; the next row is prefetched during pass 2.
+template <bool kXor>
+Status quant_rows_t(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out, int64_t ldo,
+                    int64_t kp, float* scale, uint8_t xor_mask) {
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  const __m256i xm = _mm256_set1_epi8(static_cast<char>(xor_mask)), floor = _mm256_set1_epi8(-127);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * ldx;
-    __m256 amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     int64_t c = 0;
-    for (; c + 8 <= k; c += 8) {
-      const __m256 v = _mm256_loadu_ps(xr + c);
-      amax = _mm256_max_ps(amax, _mm256_and_ps(v, absmask));
-      bad = _mm256_add_ps(bad, _mm256_sub_ps(v, v));
+    for (; c + 32 <= k; c += 32) {
+      a0 = _mm256_max_epu32(a0, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + c)), absmask));
+      a1 = _mm256_max_epu32(a1, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + c + 8)), absmask));
+      a2 = _mm256_max_epu32(a2, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + c + 16)), absmask));
+      a3 = _mm256_max_epu32(a3, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + c + 24)), absmask));
     }
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, amax);
-    float am = 0.0f;
-    for (int i = 0; i < 8; ++i) am = lanes[i] > am ? lanes[i] : am;
-    _mm256_store_ps(lanes, bad);
-    bool nonfinite = false;
-    for (int i = 0; i < 8; ++i) nonfinite |= !(lanes[i] == 0.0f);
-    for (int64_t i = c; i < k; ++i) {
-      const float v = xr[i];
-      nonfinite |= !(v - v == 0.0f);
-      const float av = v < 0 ? -v : v;
-      am = av > am ? av : am;
+    alignas(32) uint32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_max_epu32(_mm256_max_epu32(a0, a1), _mm256_max_epu32(a2, a3)));
+    uint32_t bits = 0;
+    for (int i = 0; i < 8; ++i) bits = lanes[i] > bits ? lanes[i] : bits;
+    for (; c < k; ++c) {
+      uint32_t b;
+      std::memcpy(&b, xr + c, 4);
+      b &= 0x7fffffffu;
+      bits = b > bits ? b : bits;
     }
-    if (nonfinite) {
+    if (bits >= 0x7f800000u) {
       for (int64_t i = 0; i < k; ++i) {
         const float v = xr[i];
         if (!(v - v == 0.0f)) return Status::at(StatusCode::non_finite, r * k + i);
       }
     }
+    float am;
+    std::memcpy(&am, &bits, 4);
     const float s0 = am / 127.0f, s = s0 > 0.0f ? s0 : 1.0f;  // 1 for a zero row, also when absmax / 127 underflows
     scale[r] = s;
     const __m256 vs = _mm256_set1_ps(s);
     uint8_t* o = out + r * ldo;
-    const __m256 vr = _mm256_set1_ps(1.0f / s);
+    const char* next = r + 1 < m ? reinterpret_cast<const char*>(xr + ldx) : reinterpret_cast<const char*>(xr);
     for (c = 0; c + 32 <= k; c += 32) {
-      const __m256i q0 = quant8(_mm256_loadu_ps(xr + c), vs, vr);
-      const __m256i q1 = quant8(_mm256_loadu_ps(xr + c + 8), vs, vr);
-      const __m256i q2 = quant8(_mm256_loadu_ps(xr + c + 16), vs, vr);
-      const __m256i q3 = quant8(_mm256_loadu_ps(xr + c + 24), vs, vr);
-      const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c),
-                          _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), xm));
+      _mm_prefetch(next + 4 * c, _MM_HINT_T0);
+      _mm_prefetch(next + 4 * c + 64, _MM_HINT_T0);
+      const __m256i q0 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c), vs));
+      const __m256i q1 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c + 8), vs));
+      const __m256i q2 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c + 16), vs));
+      const __m256i q3 = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(xr + c + 24), vs));
+      __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+      b = _mm256_max_epi8(_mm256_permutevar8x32_epi32(b, order), floor);
+      if (kXor) b = _mm256_xor_si256(b, xm);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), b);
     }
     const __m128 s1 = _mm_set_ss(s);
     for (; c < k; ++c) {
@@ -273,6 +270,12 @@ Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* ou
     for (c = k; c < kp; ++c) o[c] = xor_mask;
   }
   return Status::good();
+}
+
+Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out, int64_t ldo,
+                  int64_t kp, float* scale, uint8_t xor_mask) {
+  return xor_mask ? quant_rows_t<true>(x, m, k, ldx, out, ldo, kp, scale, xor_mask)
+                  : quant_rows_t<false>(x, m, k, ldx, out, ldo, kp, scale, xor_mask);
 }
 
 // The sign-trick sequence on 6 chains with fixed registers (asm: nothing hoisted or spilled).
