@@ -14,7 +14,7 @@ import edgepack
 from edgepack.benchsuite.quantize import cases
 
 SHAPES = [(4096, 4096), (128, 4096)]
-NAMES = ["quantize per-tensor", "quantize per-channel", "dequantize per-tensor", "quantize_rows"]
+NAMES = ["quantize per-tensor", "quantize per-channel", "dequantize per-tensor", "dequantize out=", "quantize_rows"]
 
 
 @pytest.fixture(scope="module")

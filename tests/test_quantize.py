@@ -328,6 +328,23 @@ def test_empty(isa):
     assert K.choose_qparams(np.zeros(0, F32)) == (F32(1), np.int8(0))
 
 
+def test_out_argument(isa, rng):
+    x = rng.standard_normal((5, 7)).astype(F32)
+    out = np.empty((5, 7), np.uint8)
+    got = K.quantize(x, 0.05, 100, dtype=np.uint8, out=out)
+    assert got is out or np.shares_memory(got, out)
+    np.testing.assert_array_equal(out, ref_quantize(x, 0.05, 100, None, np.uint8))
+    back = np.empty((5, 7), F32)
+    K.dequantize(out, 0.05, 100, out=back)
+    np.testing.assert_array_equal(back, ref_dequantize(out, 0.05, 100))
+    with pytest.raises(TypeError, match="out"):
+        K.quantize(x, 0.05, out=np.empty((5, 7), np.uint8))  # int8 expected
+    with pytest.raises(ValueError, match="out"):
+        K.quantize(x, 0.05, out=np.empty((7, 5), np.int8))
+    with pytest.raises(ValueError, match="out"):
+        K.dequantize(out, 0.05, out=np.empty((5, 14), F32)[:, ::2])
+
+
 # ---- non-finite input ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n", [1, 17, 100, 1 << 19])

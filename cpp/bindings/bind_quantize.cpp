@@ -99,12 +99,18 @@ std::vector<py::ssize_t> shape_of(const py::array& a) {
   return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
 }
 
-py::array quantize(py::handle x_obj, py::handle scale_obj, py::handle zp_obj, py::handle axis_obj, bool u8) {
+py::array quantize(py::handle x_obj, py::handle scale_obj, py::handle zp_obj, py::handle axis_obj, bool u8,
+                   py::handle out_obj) {
   auto x = checks::array<float>(x_obj, "x");
   const int axis = normalize_axis(axis_obj, static_cast<int>(x.ndim()));
   Params p = params(scale_obj, zp_obj, axis, x, u8);
   const View v = view_of(x, axis, p.per_channel);
-  py::array out = u8 ? py::array(py::array_t<uint8_t>(shape_of(x))) : py::array(py::array_t<int8_t>(shape_of(x)));
+  py::array out;
+  if (out_obj.is_none())
+    out = u8 ? py::array(py::array_t<uint8_t>(shape_of(x))) : py::array(py::array_t<int8_t>(shape_of(x)));
+  else
+    out = u8 ? py::array(checks::out_array<uint8_t>(out_obj, "out", shape_of(x)))
+             : py::array(checks::out_array<int8_t>(out_obj, "out", shape_of(x)));
   uint8_t* op = static_cast<uint8_t*>(out.mutable_data());
   Status st;
   {
@@ -115,7 +121,8 @@ py::array quantize(py::handle x_obj, py::handle scale_obj, py::handle zp_obj, py
   return out;
 }
 
-py::array dequantize(py::handle q_obj, py::handle scale_obj, py::handle zp_obj, py::handle axis_obj) {
+py::array dequantize(py::handle q_obj, py::handle scale_obj, py::handle zp_obj, py::handle axis_obj,
+                     py::handle out_obj) {
   if (!py::isinstance<py::array>(q_obj))
     throw py::type_error("q must be a numpy.ndarray of int8 or uint8; got " + describe(q_obj));
   py::array qa = py::reinterpret_borrow<py::array>(q_obj);
@@ -126,7 +133,8 @@ py::array dequantize(py::handle q_obj, py::handle scale_obj, py::handle zp_obj, 
   const int axis = normalize_axis(axis_obj, static_cast<int>(q.ndim()));
   Params p = params(scale_obj, zp_obj, axis, q, u8);
   const View v = view_of(q, axis, p.per_channel);
-  py::array_t<float> out(shape_of(q));
+  py::array_t<float> out = out_obj.is_none() ? py::array_t<float>(shape_of(q))
+                                             : py::array_t<float>(checks::out_array<float>(out_obj, "out", shape_of(q)));
   float* op = out.mutable_data();
   const uint8_t* qp = static_cast<const uint8_t*>(q.data());
   {
@@ -172,8 +180,10 @@ py::tuple quantize_rows(py::handle x_obj) {
 }  // namespace
 
 void bind_quantize(py::module_& m) {
-  m.def("quantize", &quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("axis"), py::arg("u8"));
-  m.def("dequantize", &dequantize, py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("axis"));
+  m.def("quantize", &quantize, py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("axis"), py::arg("u8"),
+        py::arg("out") = py::none());
+  m.def("dequantize", &dequantize, py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("axis"),
+        py::arg("out") = py::none());
   m.def("minmax", &minmax, py::arg("x"), py::arg("axis"));
   m.def("quantize_rows", &quantize_rows, py::arg("x"));
 }

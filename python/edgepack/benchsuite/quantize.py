@@ -59,6 +59,12 @@ def cases(m: int, k: int, rng):
     z_c = np.zeros(m, np.int8)
     q = K.quantize(x, s_t, z_t)
     nb = x.nbytes
+    out_f = np.empty_like(x)
+    tmp_i = np.empty(x.shape, np.int32)
+
+    def np_dequantize_out():
+        np.subtract(q, np.int32(z_t), out=tmp_i)
+        np.multiply(tmp_i, s_t, out=out_f, casting="unsafe")  # int32 -> float32, then * scale
     return [
         ("quantize per-tensor", lambda: K.quantize(x, s_t, z_t),
          lambda: np_quantize(x, s_t, np.int32(z_t)), nb),
@@ -66,6 +72,7 @@ def cases(m: int, k: int, rng):
          lambda: np_quantize(x, s_c[:, None], z_c.astype(np.int32)[:, None]), nb),
         ("dequantize per-tensor", lambda: K.dequantize(q, s_t, z_t),
          lambda: np_dequantize(q, s_t, np.int32(z_t)), nb),
+        ("dequantize out=", lambda: K.dequantize(q, s_t, z_t, out=out_f), np_dequantize_out, nb),
         ("quantize_rows", lambda: K.quantize_rows(x), lambda: np_quantize_rows(x), nb),
     ]
 

@@ -79,7 +79,7 @@ def _zp_arg(zero_point, dt: np.dtype, name: str = "zero_point"):
 
 
 def quantize(x: np.ndarray, scale, zero_point=None, axis: int | None = None,
-             dtype=np.int8) -> np.ndarray:
+             dtype=np.int8, *, out: np.ndarray | None = None) -> np.ndarray:
     """Affine quantization, ONNX QuantizeLinear: ``q = saturate(round_half_even(x / scale) + zp)``.
 
     Parameters
@@ -96,6 +96,8 @@ def quantize(x: np.ndarray, scale, zero_point=None, axis: int | None = None,
         Channel axis for a 1-D scale (negative counts from the end). ``None``: per tensor.
     dtype : numpy.int8 or numpy.uint8
         Output type: saturates to [-128, 127] or [0, 255].
+    out : numpy.ndarray of dtype, shape x.shape, C-contiguous, optional
+        Written in place and returned (saves allocating, and first-touching, a new array).
 
     Returns
     -------
@@ -107,13 +109,15 @@ def quantize(x: np.ndarray, scale, zero_point=None, axis: int | None = None,
         x not float32; dtype not int8/uint8; scale or zero_point of a non-numeric type.
     ValueError
         NaN/Inf in x; scale not finite and positive; scale of the wrong length or a 1-D scale
-        without axis; axis out of range; zero_point out of range.
+        without axis; axis out of range; zero_point out of range; out of the wrong shape or
+        not C-contiguous (a wrong out dtype is a TypeError).
     """
     dt = _out_dtype(dtype)
-    return _core.quantize(x, _scale_arg(scale), _zp_arg(zero_point, dt), axis, dt == np.uint8)
+    return _core.quantize(x, _scale_arg(scale), _zp_arg(zero_point, dt), axis, dt == np.uint8, out)
 
 
-def dequantize(q: np.ndarray, scale, zero_point=None, axis: int | None = None) -> np.ndarray:
+def dequantize(q: np.ndarray, scale, zero_point=None, axis: int | None = None, *,
+               out: np.ndarray | None = None) -> np.ndarray:
     """ONNX DequantizeLinear: ``x = float32(q - zero_point) * scale``.
 
     Parameters
@@ -125,6 +129,8 @@ def dequantize(q: np.ndarray, scale, zero_point=None, axis: int | None = None) -
         In the range of ``q.dtype`` (default 0).
     axis : int, optional
         Channel axis for a 1-D scale. ``None``: per tensor.
+    out : numpy.ndarray of float32, shape q.shape, C-contiguous, optional
+        Written in place and returned.
 
     Returns
     -------
@@ -143,7 +149,7 @@ def dequantize(q: np.ndarray, scale, zero_point=None, axis: int | None = None) -
         raise TypeError(f"q must be a numpy.ndarray of int8 or uint8; got {type(q).__name__}")
     if q.dtype not in _RANGES:
         raise TypeError(f"q must be int8 or uint8; got {q.dtype} {q.shape}")
-    return _core.dequantize(q, _scale_arg(scale), _zp_arg(zero_point, q.dtype), axis)
+    return _core.dequantize(q, _scale_arg(scale), _zp_arg(zero_point, q.dtype), axis, out)
 
 
 def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
