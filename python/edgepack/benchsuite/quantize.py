@@ -92,7 +92,9 @@ def run(shapes, threads_all: int, min_time: float, repeats: int) -> list[dict]:
     prev = edgepack.get_num_threads()
     rows = []
     try:
-        copy = copy_rate(min_time, repeats)
+        # The copy yardstick is measured before each shape and at the end, and the best rate is
+        # kept: on a shared machine that makes "% of copy" conservative.
+        copies = [copy_rate(min_time, repeats)]
         for shape in shapes:
             m, k = (int(v) for v in shape.lower().split("x"))
             for name, ours, ref, nbytes in cases(m, k, rng):
@@ -102,7 +104,10 @@ def run(shapes, threads_all: int, min_time: float, repeats: int) -> list[dict]:
                 edgepack.set_num_threads(threads_all)
                 tn = _time(ours, min_time, repeats)
                 rows.append(dict(case=name, shape=f"{m}x{k}", numpy=nbytes / t_np / 1e9,
-                                 one=nbytes / t1 / 1e9, all=nbytes / tn / 1e9, copy=copy))
+                                 one=nbytes / t1 / 1e9, all=nbytes / tn / 1e9))
+            copies.append(copy_rate(min_time, repeats))
+        for r in rows:
+            r["copy"] = max(copies)
     finally:
         edgepack.set_num_threads(prev)
     return rows
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(a.shapes, n_all, a.min_time, a.repeats)
     copy = rows[0]["copy"] if rows else copy_rate(a.min_time, a.repeats)
     print(f"edgepack bench quantize  (path {info['isa']}; GB/s of float32; best of {a.repeats})")
-    print(f"one-thread memory copy (np.copyto, read + write): {copy:.1f} GB/s")
+    print(f"one-thread memory copy of 64 MB (np.copyto, read + write, best of the run): {copy:.1f} GB/s")
     hdr = (f"{'kernel':<22} {'shape':>9} {'numpy':>7} {'1 thread':>9} {'x numpy':>8} {'% copy':>7}"
            f" {f'{n_all} threads':>10} {'x numpy':>8}")
     print(hdr)
