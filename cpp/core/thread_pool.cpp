@@ -54,12 +54,15 @@ struct Pool {
   // The current job (written before the generation is bumped, read only by joined workers).
   const TaskRef* task = nullptr;
   int64_t n_tasks = 0;
-  int job_workers = 0;  // workers 0..job_workers-1 may join
+  // Atomic (relaxed) because a worker waking late for an older job reads it while the next caller
+  // writes it: the value it sees is harmless (try_join then fails on the job id), but a plain int
+  // there is a data race (ThreadSanitizer, scripts/test-sanitizers.sh).
+  std::atomic<int> job_workers{0};  // workers 0..job_workers-1 may join
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::atomic<uint64_t> join{0};
   std::atomic<bool> busy{false};
-  int num_threads = 1;
+  std::atomic<int> num_threads{1};  // read by get_num_threads/parallel_for without the busy flag
 
   void run_tasks() {
     const TaskRef& t = *task;
@@ -98,7 +101,7 @@ struct Pool {
         g = generation.load(std::memory_order_acquire);
       }
       seen = g;
-      if (index >= job_workers || !try_join(g)) continue;
+      if (index >= job_workers.load(std::memory_order_relaxed) || !try_join(g)) continue;
       run_tasks();
       join.fetch_sub(1, std::memory_order_acq_rel);
     }
@@ -197,7 +200,7 @@ void parallel_for(int64_t n_tasks, TaskRef task, int max_threads) {
   if (threads > p.num_threads) threads = p.num_threads;  // set_num_threads may have shrunk it
   p.task = &task;
   p.n_tasks = n_tasks;
-  p.job_workers = threads - 1;
+  p.job_workers.store(threads - 1, std::memory_order_relaxed);
   p.next.store(0, std::memory_order_relaxed);
   p.done.store(0, std::memory_order_relaxed);
   {
