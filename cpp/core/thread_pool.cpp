@@ -54,9 +54,8 @@ struct Pool {
   // The current job (written before the generation is bumped, read only by joined workers).
   const TaskRef* task = nullptr;
   int64_t n_tasks = 0;
-  // Atomic (relaxed) because a worker waking late for an older job reads it while the next caller
-  // writes it: the value it sees is harmless (try_join then fails on the job id), but a plain int
-  // there is a data race (ThreadSanitizer, scripts/test-sanitizers.sh).
+  // Read by workers only once they have joined; atomic so that a future reader outside a job
+  // cannot be a data race (ThreadSanitizer, scripts/test-sanitizers.sh).
   std::atomic<int> job_workers{0};  // workers 0..job_workers-1 may join
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
@@ -101,8 +100,10 @@ struct Pool {
         g = generation.load(std::memory_order_acquire);
       }
       seen = g;
-      if (index >= job_workers.load(std::memory_order_relaxed) || !try_join(g)) continue;
-      run_tasks();
+      if (!try_join(g)) continue;
+      // Read after joining: the join's acquire pairs with the caller's release, so this is the
+      // open job's value (before joining, it could be a later caller's half-written job).
+      if (index < job_workers.load(std::memory_order_relaxed)) run_tasks();
       join.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
