@@ -302,7 +302,7 @@ def _build(path, node, tensors: dict, used: set, where: str, depth: int):
                    f"{', '.join(sorted(LAYER_REGISTRY))} (import the module that defines it first)")
     own = {}
     for tname, key in local.items():
-        if key not in tensors:
+        if not isinstance(key, str) or key not in tensors:
             raise _bad(path, f"corrupt: layer {label} ({name}) refers to missing tensor {key!r}")
         own[tname] = tensors[key]
         used.add(key)
