@@ -309,7 +309,10 @@ def _build(path, node, tensors: dict, used: set, where: str, depth: int):
     try:
         module = cls.from_config(config, own)
     except MemoryError:
-        raise
+        # Constructors allocate what the config asks for before the file's tensors replace it;
+        # a valid file never asks for more than it holds, so this is a corrupt (hostile) config.
+        raise _bad(path, f"layer {label} ({name}): its config asks for more memory than is "
+                   "available (corrupt file?)") from None
     except Exception as e:  # noqa: BLE001 - any layer's reaction to a hostile config is "corrupt file"
         raise _bad(path, f"layer {label} ({name}) could not be rebuilt from its config/tensors: {e}") from None
     if not isinstance(module, Module):
