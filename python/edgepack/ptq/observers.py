@@ -22,7 +22,8 @@ entropy
     TensorRT style (Migacz 2017): on the 2048-bin histogram of |x|, for every cut i = 128..2048
     let P be the first i bins with the mass beyond the cut added to bin i - 1, and Q the first i
     bins merged into 128 levels and spread back evenly over the non-empty bins; amax is the edge
-    minimising KL(P || Q).  Exact zeros (e.g. half of a ReLU's outputs) are left out of
+    minimising KL(P || Q), among the cuts clipping at most 0.1 % of the values (a guard for data
+    with few distinct values, where KL cannot see clipping).  Exact zeros (e.g. half of a ReLU's outputs) are left out of
     the histogram: they are exact at any scale, and their spike in bin 0 would otherwise pull the
     cut far down.  Non-negative data gets [0, amax], otherwise [-amax, amax].
 mse
@@ -266,7 +267,8 @@ def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     return out
 
 
-def entropy_amax(hist: np.ndarray, bin_width: float, levels: int = 128, stride: int = 1) -> float:
+def entropy_amax(hist: np.ndarray, bin_width: float, levels: int = 128, stride: int = 1,
+                 max_clip: float = 1e-3) -> float:
     """TensorRT-style KL threshold on a histogram of |x| (see the module docstring).
 
     Parameters
@@ -277,6 +279,11 @@ def entropy_amax(hist: np.ndarray, bin_width: float, levels: int = 128, stride: 
         Quantized levels (128 for int8 magnitudes).
     stride : int
         Evaluate every ``stride``-th cut (1 = all, as TensorRT).
+    max_clip : float
+        Cuts that would clip more than this fraction of the values are not considered.  KL cannot
+        see clipping when the clipped mass lands on an occupied bin and P and Q stay proportional:
+        on data with few distinct values (e.g. 17 pixel levels) the unguarded search returns the
+        first occupied bin and clips almost everything.
 
     Returns
     -------
@@ -289,7 +296,9 @@ def entropy_amax(hist: np.ndarray, bin_width: float, levels: int = 128, stride: 
     if last <= levels:
         return last * bin_width  # the data already fits in `levels` bins: nothing to clip
     best_i, best_kl = nb, np.inf
-    for i in range(levels, nb + 1, stride):
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
+    start = max(levels, int(np.argmax(tail <= max_clip * tail[0])))
+    for i in range(start, nb + 1, stride):
         p = hist[:i].copy()
         p[i - 1] += hist[i:].sum()
         if p.sum() == 0:

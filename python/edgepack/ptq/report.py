@@ -128,8 +128,9 @@ class QuantizationReport:
         lines += [fmt(r) for r in rows]
         lines.append("-" * (sum(w) + 2 * (len(w) - 1)))
         ratio = self.bytes_before / self.bytes_after if self.bytes_after else float("nan")
-        lines.append(f"{len(self.quantized)} int8, {len(self.kept_float)} kept float (SQNR < "
-                     f"{s.get('keep_float_below_db')} dB), {len(self.skipped)} skipped; "
+        thr = s.get("keep_float_below_db")
+        kept = f"{len(self.kept_float)} kept float (SQNR < {thr} dB), " if thr is not None else ""
+        lines.append(f"{len(self.quantized)} int8, {kept}{len(self.skipped)} skipped; "
                      f"{_kib(self.bytes_before)} -> {_kib(self.bytes_after)} KiB ({ratio:.2f}x)")
         if self.batch_rows:
             lines.append(f"model output SQNR: {_db(self.output_sqnr_db)} dB on {self.batch_rows} rows")
