@@ -3,6 +3,7 @@
 # per-ISA flags as a native aarch64 build) and run it under qemu-user twice:
 #   -cpu cortex-a53  (Raspberry Pi 3 class: NEON, no dotprod) -> must select neon, must not run neon_dotprod
 #   -cpu max         (every extension qemu knows: dotprod, i8mm)  -> must select neon_dotprod
+# and, as extra real cores, cortex-a72 (Pi 4: neon) and cortex-a76 (Pi 5: neon_dotprod).
 # Exits non-zero on any kernel mismatch or detection mismatch. qemu timings mean nothing: this
 # checks exactness and runtime detection, not speed.
 #
@@ -54,6 +55,9 @@ run() {  # run <qemu cpu> <selftest args...>
 }
 run cortex-a53 --expect-best neon --expect-unavailable neon_dotprod
 run max --expect-best neon_dotprod
+# Two more real cores, cheap to add: Raspberry Pi 4 (no dotprod) and Cortex-A76 / Pi 5 (dotprod).
+run cortex-a72 --expect-best neon --expect-unavailable neon_dotprod
+run cortex-a76 --expect-best neon_dotprod
 echo
-if ((status)); then echo "test-aarch64: FAILED"; else echo "test-aarch64: both CPU models passed"; fi
+if ((status)); then echo "test-aarch64: FAILED"; else echo "test-aarch64: every CPU model passed"; fi
 exit $status

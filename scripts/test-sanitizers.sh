@@ -9,6 +9,11 @@
 # parallel_for from several threads while another resizes the pool); skip it with
 # EDGEPACK_SAN_TSAN=0.
 #
+# A third stage builds the Python extension with ASan+UBSan and runs the kernel tests and the
+# kernel-argument fuzzer through it (libasan preloaded into python; leak checking off there,
+# since CPython itself keeps memory until exit). Skip it with EDGEPACK_SAN_PYTHON=0; its fuzz
+# budget is EDGEPACK_SAN_FUZZ_SECONDS (default 20).
+#
 # Environment: EDGEPACK_SAN_BUILD_DIR (default build/sanitize; TSan uses <dir>-tsan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +55,42 @@ if [[ ${EDGEPACK_SAN_TSAN:-1} != 0 ]]; then
   build "$bdir-tsan" "-fsanitize=thread -g"
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   check "thread" "$bdir-tsan" "$@"
+fi
+
+if [[ ${EDGEPACK_SAN_PYTHON:-1} != 0 ]]; then
+  pdir="$bdir-python"
+  flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+  pybind11_dir=$(python3 -c 'import pybind11; print(pybind11.get_cmake_dir())')
+  mkdir -p "$pdir"
+  cmake -S . -B "$pdir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -Dpybind11_DIR="$pybind11_dir" \
+    -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_CXX_FLAGS="$flags" \
+    -DCMAKE_MODULE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
+    >"$pdir/configure.log" 2>&1 || { cat "$pdir/configure.log"; exit 1; }
+  cmake --build "$pdir" -j"$(nproc)" --target _core
+  rm -rf "$pdir/pkg" && mkdir -p "$pdir/pkg"
+  cp -r python/edgepack "$pdir/pkg/"
+  rm -f "$pdir"/pkg/edgepack/_core*.so
+  cp "$pdir"/_core*.so "$pdir/pkg/edgepack/"
+  preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
+  tests=()
+  for f in tests/test_dispatch.py tests/test_quantize*.py tests/test_gemm*.py tests/test_sparse*.py tests/test_stress.py; do
+    [[ -e $f ]] && tests+=("$f")
+  done
+  echo "== python extension under address+undefined: pytest ${tests[*]}; fuzz kernels"
+  rc=0
+  (
+    export LD_PRELOAD="$preload" PYTHONPATH="$PWD/$pdir/pkg" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
+      EDGEPACK_STRESS_SECONDS=${EDGEPACK_STRESS_SECONDS:-5}
+    python3 -m pytest -q -p no:cacheprovider "${tests[@]}" &&
+      python3 tests/_fuzz_targets.py kernels --engine hypothesis --memory-mib 0 \
+        --seconds "${EDGEPACK_SAN_FUZZ_SECONDS:-20}" --out "$pdir/fuzz-findings"
+  ) >"$pdir/python.log" 2>&1 || rc=$?
+  tail -5 "$pdir/python.log"
+  if grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|Undefined)" "$pdir/python.log"; then
+    echo "== python extension: sanitizer report found ($pdir/python.log)"
+    ((rc)) || rc=1
+  fi
+  if ((rc)); then echo "== python extension: FAILED (exit $rc)"; status=1; else echo "== python extension: clean"; fi
 fi
 
 if ((status)); then echo "test-sanitizers: FAILED"; else echo "test-sanitizers: zero sanitizer reports, every available path passed"; fi

@@ -220,6 +220,12 @@ def target_load(data: bytes, tmpdir: str) -> None:
         model(x)
     except (ValueError, TypeError):
         return  # a model rebuilt from altered configs may reject this input, with a message
+    except MemoryError:
+        # Known and reported, not fixed here: a pooling/conv layer whose file asks for padding or
+        # a window of ~2^31 loads fine and then materialises the padded input in forward
+        # (regression input tests/fuzz_regressions/load/d1021e634eee99c7.bin). load() itself
+        # must still only raise ValueError; under the driver's 4 GiB limit this fails fast.
+        return
 
 
 # -- onnx ---------------------------------------------------------------------------------------
@@ -503,6 +509,8 @@ TARGETS = {"load": target_load, "onnx": target_onnx, "kernels": target_kernels}
 # -- driver -------------------------------------------------------------------------------------
 
 def _limit_memory(mib: int) -> None:
+    if mib <= 0:  # e.g. under AddressSanitizer, which maps terabytes of shadow memory
+        return
     try:
         import resource
 
@@ -545,6 +553,7 @@ def fuzz_hypothesis(target: str, seconds: float, out: str, seed: int, keep_going
     seen: dict = {}
     tmpdir = tempfile.mkdtemp(prefix=f"edgepack-fuzz-{target}-")
     last = os.path.join(tmpdir, "last-input.bin")
+    print(f"fuzz {target}: the input being run is kept in {last} (for a hard crash)", flush=True)
     t_end = time.monotonic() + seconds
     runs = 0
 
@@ -588,6 +597,16 @@ def fuzz_hypothesis(target: str, seconds: float, out: str, seed: int, keep_going
 def fuzz_atheris(target: str, seconds: float, out: str, extra: list[str]) -> int:
     import atheris
 
+    # Coverage feedback comes from edgepack's Python code (the native kernels are not
+    # instrumented: their bugs show up as crashes, or under scripts/test-sanitizers.sh).
+    with atheris.instrument_imports(include=["edgepack"]):
+        import edgepack  # noqa: F401
+        import edgepack.io  # noqa: F401
+        import edgepack.kernels  # noqa: F401
+        import edgepack.nn  # noqa: F401
+        if target == "onnx":
+            import edgepack.io.onnx  # noqa: F401
+
     tmpdir = tempfile.mkdtemp(prefix=f"edgepack-fuzz-{target}-")
     d = os.path.join(out, target)
     os.makedirs(d, exist_ok=True)
@@ -599,7 +618,7 @@ def fuzz_atheris(target: str, seconds: float, out: str, extra: list[str]) -> int
             print(f"FINDING in target {target}\n{err}", flush=True)
             raise RuntimeError("undocumented exception")
 
-    argv = [sys.argv[0], f"-max_total_time={int(seconds)}", f"-artifact_prefix={d}/", "-max_len=256",
+    argv = [sys.argv[0], f"-max_total_time={int(seconds)}", f"-artifact_prefix={tmpdir}/", "-max_len=256",
             "-rss_limit_mb=3072", "-timeout=20", *extra]
     atheris.Setup(argv, one)
     atheris.Fuzz()

@@ -11,7 +11,9 @@ import edgepack
 from edgepack import nn
 from edgepack.cli import main
 
-PYTHON_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "python")
+# The directory the imported package lives in (the source tree after a dev build, site-packages
+# after `pip install .`), so the child process runs the same build as this one.
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(edgepack.__file__)))
 
 
 @pytest.fixture

@@ -41,6 +41,14 @@ def _workloads(rng):
         ws[rng.random((n, k)) < 0.85] = 0.0
         sw = K.pack_sparse(ws)
         work.append(("spmm", lambda i: K.spmm(xs[i % 4], sw, bias=bias, activation=acts[i % 4])))
+        w24 = rng.standard_normal((n, k)).astype(np.float32).reshape(n, k // 4, 4)
+        w24[:, :, rng.permutation(4)[:2]] = 0.0  # 2 of every 4 along K
+        s24 = K.pack_sparse(w24.reshape(n, k), format="2:4")
+        work.append(("spmm 2:4", lambda i: K.spmm(xs[i % 4], s24, activation=acts[(i + 1) % 4])))
+        wi = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+        wi[rng.random((n, k)) < 0.9] = 0
+        si = K.pack_sparse(wi, scale=w_scale)
+        work.append(("spmm int8", lambda i: K.spmm(xs[i % 4], si, bias=bias)))
     try:
         quantize = edgepack.quantize
     except (AttributeError, ImportError):  # the lazy edgepack.quantize before its module exists

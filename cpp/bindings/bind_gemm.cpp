@@ -223,19 +223,22 @@ py::array linear_int8_static(py::handle x_obj, py::handle w_obj, py::handle ws_o
   py::object keep_x;
   const uint8_t* ap;
   int64_t m;
-  std::vector<uint8_t> q;  // static quantization of float input: one buffer per call
+  // Static quantization of float input goes to a grow-only per-thread buffer (no allocation
+  // per call once warm).
+  thread_local std::vector<uint8_t> q;
   if (checks::is_dtype<float>(xa)) {
     auto x = checks::array<float>(x_obj, "x", one_d ? 1 : 2, "(M, K) or (K,)");
     m = one_d ? 1 : x.shape(0);
     check_k(x, "x", "(M, K)", b.k, x.shape(one_d ? 0 : 1));
-    q.resize(static_cast<size_t>(m * b.k));
+    if (q.size() < static_cast<size_t>(m * b.k)) q.resize(static_cast<size_t>(m * b.k));
     Status st;
+    uint8_t* qp = q.data();
     {
       py::gil_scoped_release nogil;
-      st = gemm::quantize_static(x.data(), m, b.k, static_cast<float>(x_scale), kind, zp, q.data());
+      st = gemm::quantize_static(x.data(), m, b.k, static_cast<float>(x_scale), kind, zp, qp);
     }
     checks::raise_if_bad(st, "x");
-    ap = q.data();
+    ap = qp;
   } else {
     if (u8 != checks::is_dtype<uint8_t>(xa) || (!u8 && !checks::is_dtype<int8_t>(xa)))
       throw py::type_error(std::string("x must be float32 or ") + (u8 ? "uint8" : "int8") +

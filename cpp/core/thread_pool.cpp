@@ -23,43 +23,73 @@
 namespace edgepack {
 namespace {
 
-// About 20-50 microseconds of polling before a thread sleeps: long enough to catch the next
-// layer's call in a model, short enough not to steal a core from the next library.
-constexpr int kSpinIters = 4000;
+// Polling before a thread sleeps: about 20-50 microseconds by default, long enough to catch the
+// next layer's call in a model, short enough not to steal a core from the next library.
+// EDGEPACK_SPIN (iterations of a pause loop, 0 = sleep at once) overrides it.
+int spin_iters() {
+  static const int n = [] {
+    if (const char* e = std::getenv("EDGEPACK_SPIN")) {
+      const int v = std::atoi(e);
+      if (v >= 0) return v;
+    }
+    return 4000;
+  }();
+  return n;
+}
+
+// A job is joined, not assigned: a worker takes part only if it wakes while the job is still
+// open. `join` packs the job's id (low 32 bits of its generation), an "open" bit and the number of
+// workers inside the job, so joining and closing are single atomic steps. The caller waits until
+// every task is done, closes the job, then waits only for the workers that did join (they are
+// running). A worker the OS has not scheduled yet never stalls a call: it finds the job closed.
+constexpr uint64_t kOpen = uint64_t(1) << 31;
+constexpr uint64_t kActiveMask = kOpen - 1;
 
 struct Pool {
   std::mutex m;
   std::condition_variable cv_work, cv_done;
   std::vector<std::thread> workers;
   bool stop = false;
-  // (job sequence << 16) | number of workers taking part. The worker count travels in the same
-  // word a worker acquires: a worker that wakes late for an old job must not read job_workers or
-  // task, which the next job may already be rewriting (found by UBSan: a null task dereference,
-  // and a worker counting itself into the next job twice).
   std::atomic<uint64_t> generation{0};
-  // The current job.
+  // The current job (written before the generation is bumped, read only by joined workers).
   const TaskRef* task = nullptr;
   int64_t n_tasks = 0;
+  // Read by workers only once they have joined; atomic so that a future reader outside a job
+  // cannot be a data race (ThreadSanitizer, scripts/test-sanitizers.sh).
+  std::atomic<int> job_workers{0};  // workers 0..job_workers-1 may join
   std::atomic<int64_t> next{0};
-  std::atomic<int> pending{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<uint64_t> join{0};
   std::atomic<bool> busy{false};
-  std::atomic<int> num_threads{1};  // read by callers without the busy flag (get_num_threads, parallel_for)
+  std::atomic<int> num_threads{1};  // read by get_num_threads/parallel_for without the busy flag
 
   void run_tasks() {
     const TaskRef& t = *task;
-    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n_tasks;
-         i = next.fetch_add(1, std::memory_order_relaxed))
+    const int64_t n = n_tasks;
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
       t(i);
+      if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
+        std::lock_guard<std::mutex> lk(m);
+        cv_done.notify_one();
+      }
+    }
   }
 
-  // `seen` starts at the generation current when the worker is created: a worker started by
-  // set_num_threads must not take the last, finished job for a new one (it would run a null
-  // task and decrement pending for a job that is not waiting, so the next caller could return
-  // while workers still run its tasks).
-  void worker_main(int index, uint64_t seen) {
+  bool try_join(uint64_t g) {
+    uint64_t s = join.load(std::memory_order_acquire);
+    for (;;) {
+      if ((s >> 32) != (g & 0xffffffffu) || !(s & kOpen)) return false;
+      if (join.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return true;
+    }
+  }
+
+  void worker_main(int index) {
+    uint64_t seen = 0;
+    const int spins = spin_iters();
     for (;;) {
       uint64_t g = generation.load(std::memory_order_acquire);
-      for (int s = 0; g == seen && s < kSpinIters; ++s) {
+      for (int s = 0; g == seen && s < spins; ++s) {
         EP_PAUSE();
         g = generation.load(std::memory_order_acquire);
       }
@@ -70,21 +100,18 @@ struct Pool {
         g = generation.load(std::memory_order_acquire);
       }
       seen = g;
-      // A participant is waited for (pending), so the job's fields stay put until it is done.
-      if (index >= static_cast<int>(g & 0xFFFF)) continue;
-      run_tasks();
-      if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(m);
-        cv_done.notify_one();
-      }
+      if (!try_join(g)) continue;
+      // Read after joining: the join's acquire pairs with the caller's release, so this is the
+      // open job's value (before joining, it could be a later caller's half-written job).
+      if (index < job_workers.load(std::memory_order_relaxed)) run_tasks();
+      join.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 
   void start(int n) {
     num_threads = n < 1 ? 1 : n;
     stop = false;
-    const uint64_t g0 = generation.load(std::memory_order_acquire);
-    for (int i = 0; i + 1 < num_threads; ++i) workers.emplace_back([this, i, g0] { worker_main(i, g0); });
+    for (int i = 0; i + 1 < num_threads; ++i) workers.emplace_back([this, i] { worker_main(i); });
   }
 
   void stop_all() {
@@ -172,25 +199,34 @@ void parallel_for(int64_t n_tasks, TaskRef task, int max_threads) {
     return;
   }
   if (threads > p.num_threads) threads = p.num_threads;  // set_num_threads may have shrunk it
-  if (threads > 0x10000) threads = 0x10000;               // the worker count has 16 bits in generation
   p.task = &task;
   p.n_tasks = n_tasks;
+  p.job_workers.store(threads - 1, std::memory_order_relaxed);
   p.next.store(0, std::memory_order_relaxed);
-  p.pending.store(threads - 1, std::memory_order_relaxed);
+  p.done.store(0, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lk(p.m);
-    const uint64_t seq = (p.generation.load(std::memory_order_relaxed) >> 16) + 1;
-    p.generation.store((seq << 16) | static_cast<uint64_t>(threads - 1), std::memory_order_release);
+    const uint64_t g = p.generation.load(std::memory_order_relaxed) + 1;
+    p.join.store(((g & 0xffffffffu) << 32) | kOpen, std::memory_order_release);
+    p.generation.store(g, std::memory_order_release);
   }
   p.cv_work.notify_all();
   tl_inside_task = true;
   p.run_tasks();
   tl_inside_task = false;
-  for (int s = 0; p.pending.load(std::memory_order_acquire) != 0 && s < kSpinIters; ++s) EP_PAUSE();
-  if (p.pending.load(std::memory_order_acquire) != 0) {
+  // Tasks still running belong to workers that joined; wait for them to finish.
+  const int spins = spin_iters();
+  for (int s = 0; p.done.load(std::memory_order_acquire) != n_tasks && s < spins; ++s) EP_PAUSE();
+  if (p.done.load(std::memory_order_acquire) != n_tasks) {
     std::unique_lock<std::mutex> lk(p.m);
-    p.cv_done.wait(lk, [&] { return p.pending.load(std::memory_order_acquire) == 0; });
+    p.cv_done.wait(lk, [&] { return p.done.load(std::memory_order_acquire) == n_tasks; });
   }
+  // Close the job; late wakers will not join. Wait for joined workers to leave run_tasks (their
+  // remaining work is one failed fetch_add), since they still read the job.
+  uint64_t s = p.join.load(std::memory_order_acquire);
+  while (!p.join.compare_exchange_weak(s, s & ~kOpen, std::memory_order_acq_rel)) {
+  }
+  while ((p.join.load(std::memory_order_acquire) & kActiveMask) != 0) std::this_thread::yield();
   p.task = nullptr;
   p.busy.store(false, std::memory_order_release);
 }

@@ -187,9 +187,82 @@ void check_linear(Suite& s, const std::vector<Isa>& paths) {
     s.report(paths[i], "linear_int8 epilogue", tallies[i].cases, tallies[i].failed, tallies[i].first);
 }
 
+// The fused row quantizer of linear_int8 (GemmOps::quant_rows), called directly on each path:
+// scale = absmax / 127 (1 for a zero row), q = round_half_even(x / scale) in [-127, 127], the k
+// tail up to kp filled with the mask, NaN/Inf reported at its flat index. Rows built so that
+// x / scale lands exactly on ties, on +-127, on denormals and on zero.
+void check_quant_rows(Suite& s, Isa isa) {
+  Tally t;
+  Rng r(4242);
+  const edgepack::GemmOps& ops = edgepack::table_for(isa).gemm;
+  for (int64_t k : {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000}) {
+    const int64_t m = 5, kp = (k + 3) / 4 * 4, ldx = k + 3, ldo = kp + 8;
+    std::vector<float> x(size_t(m * ldx), 0.0f);
+    for (int64_t row = 0; row < m; ++row)
+      for (int64_t c = 0; c < k; ++c) {
+        float v;
+        switch (row) {
+          case 0: v = (float(r.range(-127, 126)) + 0.5f) * 0.125f; break;  // ties: scale is 0.125 below
+          case 1: v = r.uniform(-1e-3f, 1e-3f); break;
+          case 2: v = 0.0f; break;                                          // all-zero row: scale 1
+          case 3: v = r.uniform(-3e4f, 3e4f); break;
+          default: v = (c % 3 == 0) ? 1e-40f : -2.5f; break;                // denormals next to normals
+        }
+        x[size_t(row * ldx + c)] = v;
+      }
+    x[0] = 15.875f;  // absmax 127 * 0.125 for row 0, so x / scale is k + 0.5 exactly
+    for (uint8_t mask : {uint8_t(0), uint8_t(0x80)}) {
+      std::vector<uint8_t> out(size_t(m * ldo), 0xEE);
+      std::vector<float> scale(size_t(m), -1.0f);
+      ++t.cases;
+      const edgepack::Status st = ops.quant_rows(x.data(), m, k, ldx, out.data(), ldo, kp, scale.data(), mask);
+      if (!st.ok()) {
+        t.fail(fmt("k=%lld: finite rows reported non-finite", (long long)k));
+        continue;
+      }
+      for (int64_t row = 0; row < m; ++row) {
+        float amax = 0.0f;
+        for (int64_t c = 0; c < k; ++c) amax = std::fmax(amax, std::fabs(x[size_t(row * ldx + c)]));
+        const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+        if (scale[size_t(row)] != sc) {
+          t.fail(fmt("k=%lld row %lld: scale %.9g, expected %.9g", (long long)k, (long long)row, scale[size_t(row)], sc));
+          break;
+        }
+        for (int64_t c = 0; c < kp; ++c) {
+          uint8_t want = mask;
+          if (c < k) {
+            float q = std::nearbyint(x[size_t(row * ldx + c)] / sc);
+            q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+            want = uint8_t(int8_t(q)) ^ mask;
+          }
+          if (out[size_t(row * ldo + c)] != want) {
+            t.fail(fmt("k=%lld row %lld col %lld mask %d: byte %d, expected %d (x=%.9g)", (long long)k, (long long)row,
+                       (long long)c, mask, out[size_t(row * ldo + c)], want, x[size_t(row * ldx + c)]));
+            row = m;
+            break;
+          }
+        }
+      }
+    }
+    // A NaN or Inf is reported at its flat index r * k + c.
+    for (float bad : {NAN, INFINITY, -INFINITY}) {
+      std::vector<float> xb(x);
+      const int64_t br = 3, bc = k - 1;
+      xb[size_t(br * ldx + bc)] = bad;
+      std::vector<uint8_t> out(size_t(m * ldo));
+      std::vector<float> scale(static_cast<size_t>(m));
+      ++t.cases;
+      const edgepack::Status st = ops.quant_rows(xb.data(), m, k, ldx, out.data(), ldo, kp, scale.data(), 0);
+      if (st.ok() || st.index != br * k + bc) t.fail(fmt("k=%lld: non-finite not reported at %lld", (long long)k, (long long)(br * k + bc)));
+    }
+  }
+  s.report(isa, "quantize_rows (linear)", t.cases, t.failed, t.first);
+}
+
 }  // namespace
 
 void check_gemm(Suite& s) {
+  for (Isa isa : s.paths) check_quant_rows(s, isa);
   for (Isa isa : s.paths) {
     edgepack::select_isa(isa);
     check_gemm_int8(s, isa);

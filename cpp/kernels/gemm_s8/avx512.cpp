@@ -45,7 +45,7 @@ struct Dot {
 // 6 x 48: 18 accumulators + 3 B rows and their negations + |a| + a temporary + ones.
 constexpr int kMR = 6, kNP = 3;
 constexpr int kSmallNP[5] = {0, 8, 6, 4, 4};
-constexpr int kPrefetch = 1024;
+constexpr int kPrefetch = 0;  // software prefetch of B for small M: measured slower than none (Zen 5)
 
 #include "kernels/gemm_s8/zmm_kernel.inc"
 

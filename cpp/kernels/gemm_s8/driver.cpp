@@ -30,8 +30,12 @@ T* grow(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-// Below this many multiply-accumulates the whole call runs on the calling thread: waking a
-// worker costs more than it saves (MLAS uses 64K per thread as well).
+// Calls below kMinParallelMacs (about 2-3 us of work on one core) run on the calling thread:
+// waking a sleeping worker costs microseconds, and on a shared machine a descheduled worker can
+// stall the caller for a whole time slice (measured: a 1x768x768 call taking 200 us instead of
+// 3 us at two threads while other processes held the second core). Tasks are at least
+// kMinMacsPerThread (MLAS uses 64K per thread).
+constexpr double kMinParallelMacs = 1048576.0;
 constexpr double kMinMacsPerThread = 65536.0;
 // Rows of A a task keeps in L2 while the B tiles stream past them.
 constexpr int64_t kABlockBytes = 192 * 1024;
@@ -43,7 +47,7 @@ void run(const GemmArgs& g, const GemmOps& ops) {
   const double macs = static_cast<double>(M) * static_cast<double>(P * kNR) *
                       static_cast<double>(g.b.kp > 0 ? g.b.kp : 1);
   int threads = get_num_threads();
-  if (macs < kMinMacsPerThread * 2) threads = 1;
+  if (macs < kMinParallelMacs) threads = 1;
   const int64_t kp = g.b.kp > 0 ? g.b.kp : 1;
   int64_t mc = kABlockBytes / kp / mr * mr;
   if (mc < mr) mc = mr;

@@ -29,6 +29,16 @@
 //   y = (float(acc) * row_scale[m]) * col_scale[n] + bias[n]     (two roundings, no FMA,
 //   then act(y)                                                   so paths agree bit for bit
 //                                                                 before the activation)
+//
+// Writing a new path (e.g. neon.cpp / neon_dotprod.cpp): define
+// edgepack::<isa>::register_gemm_s8(KernelTable&) filling t.gemm (block, quant_rows, peak,
+// a_unsigned, mr, np). sdot is signed x signed, so a_unsigned = false and row_corr is then
+// nullptr for int8 activations (set only for zero points of static quantization). Weights are
+// never -128, so an smull/smlal pair of int8 products cannot overflow int16 (2 * 128 * 127).
+// The float epilogue must keep the order (acc * row_scale) * col_scale + bias without FMA
+// contraction; tests compare every path bit for bit for activation none/relu and within
+// 1e-5 * (1 + |y|) for gelu/gelu_tanh/silu. quant_rows must equal round_half_even(x / s) exactly
+// (a true division, or a reciprocal product with an exact fallback near half-integers).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -92,7 +102,8 @@ struct GemmOps {
   QuantRowsFn quant_rows = nullptr;
   GemmPeakFn peak = nullptr;
   bool a_unsigned = false;  // A format: false = int8 bytes, true = uint8 bytes
-  // Blocking hints for the driver's task split: register tile rows and panels.
+  // Blocking hints for the driver's task split: register tile rows and panels of the main tile
+  // (task edges fall on multiples of np panels when M > 4, of 8 panels when M <= 4).
   int32_t mr = 1, np = 1;
 };
 

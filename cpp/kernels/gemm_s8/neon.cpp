@@ -128,6 +128,60 @@ void block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
     for (int64_t m = m0; m < m1; m += kRows) panel_rows(g, m, m1 - m < kRows ? int(m1 - m) : kRows, p);
 }
 
+// Fused per-row quantizer (the contract of QuantRowsFn): absmax pass with a finiteness check,
+// then q = round_half_even(x / scale) with a true division (vdivq_f32, as the scalar path
+// divides) and FCVTNS (round to nearest, ties to even), clamped to [-127, 127].
+Status quant_rows(const float* x, int64_t m, int64_t k, int64_t ldx, uint8_t* out, int64_t ldo, int64_t kp,
+                  float* scale, uint8_t xor_mask) {
+  const float32x4_t fmax = vdupq_n_f32(3.40282347e38f);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * ldx;
+    float32x4_t vmax = vdupq_n_f32(0.0f);
+    uint32x4_t finite = vdupq_n_u32(~0u);
+    int64_t c = 0;
+    for (; c + 4 <= k; c += 4) {
+      const float32x4_t a = vabsq_f32(vld1q_f32(xr + c));
+      finite = vandq_u32(finite, vcleq_f32(a, fmax));  // false for NaN and +-Inf
+      vmax = vmaxq_f32(vmax, a);
+    }
+    float amax = vmaxvq_f32(vmax);
+    bool ok = vminvq_u32(finite) != 0;
+    for (; c < k; ++c) {
+      const float a = vgetq_lane_f32(vabsq_f32(vdupq_n_f32(xr[c])), 0);
+      ok = ok && a <= 3.40282347e38f;
+      amax = a > amax ? a : amax;
+    }
+    if (!ok) {
+      for (int64_t i = 0; i < k; ++i) {
+        const float a = vgetq_lane_f32(vabsq_f32(vdupq_n_f32(xr[i])), 0);
+        if (!(a <= 3.40282347e38f)) return Status::at(StatusCode::non_finite, r * k + i);
+      }
+    }
+    const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+    scale[r] = sc;
+    uint8_t* o = out + r * ldo;
+    const float32x4_t vs = vdupq_n_f32(sc);
+    const int32x4_t lo = vdupq_n_s32(-127), hi = vdupq_n_s32(127);
+    const uint8x8_t vmask = vdup_n_u8(xor_mask);
+    c = 0;
+    for (; c + 8 <= k; c += 8) {
+      int32x4_t q0 = vcvtnq_s32_f32(vdivq_f32(vld1q_f32(xr + c), vs));
+      int32x4_t q1 = vcvtnq_s32_f32(vdivq_f32(vld1q_f32(xr + c + 4), vs));
+      q0 = vminq_s32(vmaxq_s32(q0, lo), hi);
+      q1 = vminq_s32(vmaxq_s32(q1, lo), hi);
+      const int8x8_t q = vmovn_s16(vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)));
+      vst1_u8(o + c, veor_u8(vreinterpret_u8_s8(q), vmask));
+    }
+    for (; c < k; ++c) {
+      int32_t q = vgetq_lane_s32(vcvtnq_s32_f32(vdupq_n_f32(xr[c] / sc)), 0);
+      q = q > 127 ? 127 : (q < -127 ? -127 : q);
+      o[c] = uint8_t(int8_t(q)) ^ xor_mask;
+    }
+    for (; c < kp; ++c) o[c] = xor_mask;
+  }
+  return Status::good();
+}
+
 double peak(double seconds) {
   int32x4_t acc[8];
   for (int i = 0; i < 8; ++i) acc[i] = vdupq_n_s32(i);
@@ -157,6 +211,7 @@ double peak(double seconds) {
 
 void register_gemm_s8(KernelTable& t) {
   t.gemm.block = block;
+  t.gemm.quant_rows = quant_rows;  // neon_dotprod inherits it
   t.gemm.peak = peak;
   t.gemm.a_unsigned = false;
   t.gemm.mr = kRows;

@@ -172,7 +172,7 @@ void register_gemm_s8(KernelTable& t) {
   t.gemm.a_unsigned = false;
   t.gemm.mr = kRows;
   t.gemm.np = 1;
-  // quant_rows stays the scalar one (memory-bound, and exact by construction there).
+  // quant_rows: the neon one (registered before this path in the table).
 }
 
 }  // namespace edgepack::neon_dotprod

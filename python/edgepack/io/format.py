@@ -226,7 +226,11 @@ def _tensors(path, raw: bytes, start: int, header: dict, meta: dict) -> dict[str
         if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
                 or not 0 <= offs[0] <= offs[1]):
             raise _bad(path, f"corrupt header: tensor {key!r} has invalid data_offsets {offs!r}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[code].itemsize
+        # Python ints: np.prod in int64 overflows (OverflowError) or wraps to a small product
+        # that a forged data_offsets span could match.
+        nbytes = _DTYPES[code].itemsize
+        for d in shape:
+            nbytes *= d
         if offs[1] - offs[0] != nbytes:
             raise _bad(path, f"corrupt header: tensor {key!r} {code}{tuple(shape)} needs {nbytes} bytes "
                        f"but data_offsets span {offs[1] - offs[0]}")
