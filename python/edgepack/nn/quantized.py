@@ -18,7 +18,7 @@ import numpy as np
 from . import functional as F
 from .base import Module, register_layer
 
-__all__ = ["QLinear", "QConv2d", "quantize_weight", "ACTIVATIONS"]
+__all__ = ["QLinear", "QConv2d", "quantize_weight", "quantize_u8", "ACTIVATIONS"]
 
 # fused activation name -> float function (used for the depthwise path and for reference)
 ACTIVATIONS = {
@@ -28,6 +28,11 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, "tanh"),
     "silu": F.silu,
 }
+
+
+# From this many input values on, static layers quantize with NumPy (vectorised) and hand
+# uint8 to linear_int8; below it NumPy's per-call overhead costs more than the scalar loop.
+_NUMPY_QUANT_MIN = 4096
 
 
 def _kernels():
@@ -61,6 +66,37 @@ def quantize_weight(w: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(flat / scale[:, None]), -127, 127).astype(np.int8)
     return q.reshape(w.shape), scale
+
+
+def quantize_u8(x: np.ndarray, scale: float, zero_point: int, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 ``clip(round_half_even(x / scale) + zero_point, 0, 255)`` (ONNX QuantizeLinear).
+
+    The same values as the static :func:`linear_int8` quantizer (true division, ties to even),
+    but in vectorised NumPy passes: feeding the uint8 result to ``linear_int8`` is about 2x
+    faster than handing it float32 x (its static quantizer is a scalar loop).
+
+    Parameters
+    ----------
+    x : float32 array, any shape
+    scale : float (> 0) ; zero_point : int in [0, 255]
+    out : uint8 array of x's shape, optional
+
+    Raises
+    ------
+    ValueError
+        x holds NaN or Inf (the message gives the first flat index).
+    """
+    t = np.divide(x, np.float32(scale), dtype=np.float32)
+    np.rint(t, out=t)
+    t += np.float32(zero_point)
+    np.clip(t, 0.0, 255.0, out=t)
+    if not np.isfinite(t.sum(dtype=np.float64)):  # NaN survives clip; one cheap pass to catch it
+        bad = np.flatnonzero(~np.isfinite(np.asarray(x)))
+        raise ValueError(f"x must be finite; got {x.ravel()[bad[0]]} at flat index {bad[0]}")
+    if out is None:
+        return t.astype(np.uint8)
+    out[...] = t
+    return out
 
 
 def _check_mode(activations, x_scale, x_zero_point):
@@ -190,6 +226,8 @@ class QLinear(_QBase):
             self._repack()
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
+        if self.activations == "static" and x2.size >= _NUMPY_QUANT_MIN:
+            x2 = quantize_u8(x2, self.x_scale, self.x_zero_point)
         y = _kernels().linear_int8(x2, self._packed, self.w_scale, self.bias, self.activation,
                                    **self._quant_kwargs())
         return y.reshape(*lead, self.out_features)
@@ -310,12 +348,7 @@ class QConv2d(_QBase):
             q = np.empty((n, h + pt + pb, w + pl + pr, c), np.uint8)
             if pt or pb or pl or pr:
                 q.fill(self.x_zero_point)
-            inner = q[:, pt:pt + h, pl:pl + w]
-            t = xs / np.float32(self.x_scale)  # ONNX QuantizeLinear: round_half_even(x / s) + zp
-            np.rint(t, out=t)
-            t += np.float32(self.x_zero_point)
-            np.clip(t, 0, 255, out=t)
-            inner[...] = t
+            quantize_u8(xs, self.x_scale, self.x_zero_point, out=q[:, pt:pt + h, pl:pl + w])
             xp = q
         else:
             xp = np.empty((n, h + pt + pb, w + pl + pr, c), np.float32)
