@@ -15,7 +15,7 @@ from ..nn.quantized import QConv2d, QLinear
 from .observers import METHODS, make_observer, sqnr_db
 from .report import LayerReport, QuantizationReport
 
-__all__ = ["quantize"]
+__all__ = ["quantize", "to_float"]
 
 _CHUNK = 256          # rows per forward pass while calibrating (bounds activation memory)
 _REPORT_ROWS = 1024   # rows of an array calibration set used for the report
@@ -316,3 +316,54 @@ def _attach_report(qmodel: Module, report: QuantizationReport) -> None:
     # it under the layer table.  A bound method (not a closure) so deepcopy rebinds it.
     object.__setattr__(qmodel, "report", report)
     object.__setattr__(qmodel, "summary", types.MethodType(_summary_with_report, qmodel))
+
+
+_FLOAT_ACT = {"relu": lambda: ReLU(), "silu": lambda: SiLU(), "gelu": lambda: GELU("none"),
+              "gelu_tanh": lambda: GELU("tanh")}
+
+
+def to_float(model: Module) -> Module:
+    """The float counterpart of a quantized model: every QLinear/QConv2d back to Linear/Conv2d.
+
+    Weights are the dequantized int8 weights (``weight_q * w_scale``), so the result computes
+    what the int8 model approximates, with the float kernels; a fused activation is restored in
+    the Identity slot :func:`quantize` left (or wrapped with the layer in a Sequential).  Used
+    by ``edgepack bench`` to time an int8 file against float.
+
+    Parameters
+    ----------
+    model : edgepack.nn.Module
+        Any model (the input is not modified; float layers are copied unchanged).
+
+    Returns
+    -------
+    edgepack.nn.Module
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an edgepack.nn Module; got {type(model).__name__}")
+
+    def floated(q: Module) -> Module:
+        if isinstance(q, QLinear):
+            return Linear.from_weights(q.dequantized_weight(), q.bias)
+        return Conv2d.from_weights(q.dequantized_weight(), q.bias, q.stride, q.padding, q.dilation, q.groups)
+
+    out = copy.deepcopy(model)
+    if isinstance(out, (QLinear, QConv2d)):
+        f = floated(out)
+        return Sequential(f, _FLOAT_ACT[out.activation]()) if out.activation else f
+    mods = dict(out.named_modules())
+    for name, m in list(mods.items()):
+        if not isinstance(m, (QLinear, QConv2d)):
+            continue
+        parent, _, child = name.rpartition(".")
+        pm = mods[parent]
+        f = floated(m)
+        if m.activation:
+            nxt = str(int(child) + 1) if child.isdigit() else None
+            if isinstance(pm, Sequential) and nxt is not None and int(nxt) < len(pm.layers) \
+                    and type(pm.layers[int(nxt)]) is Identity:
+                pm.set_child(nxt, _FLOAT_ACT[m.activation]())
+            else:
+                f = Sequential(f, _FLOAT_ACT[m.activation]())
+        pm.set_child(child, f)
+    return out
