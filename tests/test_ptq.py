@@ -432,3 +432,19 @@ def test_digits_int8_file_is_3_5x_smaller(tmp_path, digits, mlp, cnn, which):
     assert ratio >= 3.5, ratio
     r = edgepack.load(qp)
     assert np.array_equal(r(f(xte)), q(f(xte)))
+
+
+def test_transformer_layers_quantize_and_round_trip(tmp_path, rng):
+    # Linear children outside a Sequential (attention projections, the feed-forward pair) are
+    # quantized too, without fusion, and the tree saves and loads.
+    nn.seed(2)
+    m = nn.Sequential(nn.TransformerEncoderLayer(32, 4), nn.Linear(32, 5))
+    x = rng.standard_normal((3, 6, 32)).astype(np.float32)
+    q = edgepack.quantize(m, x, activations="static", method="entropy")
+    assert len(q.report.quantized) == 7 and isinstance(q.layers[0].self_attn.q_proj, QLinear)
+    assert ob.sqnr_db(m(x), q(x)) > 25
+    path = str(tmp_path / "t.edgepack")
+    edgepack.save(q, path)
+    assert np.array_equal(edgepack.load(path)(x), q(x))
+    f = edgepack.ptq.to_float(q)
+    assert type(f.layers[0].self_attn.q_proj) is nn.Linear
