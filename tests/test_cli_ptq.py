@@ -27,12 +27,13 @@ def files(tmp_path):
     mlp = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 5))
     cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))
     rng = np.random.default_rng(0)
-    p = {k: str(tmp_path / k) for k in ("mlp.ep", "cnn.ep", "x.npy", "img.npy", "q.ep", "bad.npy", "int.npy")}
+    p = {k: str(tmp_path / k) for k in ("mlp.ep", "cnn.ep", "x.npy", "img.npy", "q.ep", "bad.npy", "int.npy", "str.npy")}
     edgepack.save(mlp, p["mlp.ep"], metadata={"input_shape": [1, 12], "note": "kept"})
     edgepack.save(cnn, p["cnn.ep"])
     np.save(p["x.npy"], rng.standard_normal((64, 12)).astype(np.float32))
     np.save(p["img.npy"], rng.standard_normal((20, 1, 4, 4)).astype(np.float32))
     np.save(p["int.npy"], np.arange(12).reshape(1, 12))
+    np.save(p["str.npy"], np.array([["a", "b"]]))
     with open(p["bad.npy"], "wb") as f:
         f.write(b"not an array")
     return p | {"dir": tmp_path, "mlp": mlp, "cnn": cnn}
@@ -83,6 +84,7 @@ def test_quantize_skip_and_keep_float(files, capsys):
     (["quantize", "{mlp.ep}", "-o", "{q.ep}", "--calibration", "{bad.npy}"], "--calibration"),
     (["quantize", "{mlp.ep}", "-o", "{q.ep}", "--calibration", "{int.npy}"], "--calibration"),
     (["quantize", "{mlp.ep}", "-o", "{q.ep}", "--calibration", "{img.npy}"], "cannot quantize"),
+    (["quantize", "{mlp.ep}", "-o", "{q.ep}", "--calibration", "{str.npy}"], "--calibration"),
     (["quantize", "{mlp.ep}", "-o", "{q.ep}", "--skip", "nope"], "skip"),
     (["quantize", "{dir}/missing.ep", "-o", "{q.ep}"], "missing.ep"),
     (["quantize", "{x.npy}", "-o", "{q.ep}"], ""),
@@ -106,6 +108,19 @@ def test_errors_are_one_line_exit_2(files, capsys, args, match):
     assert err.count("\n") == 1 and err.startswith(f"edgepack {argv[0]}: error:"), err
     assert match in err
     assert not os.path.exists(files["q.ep"])
+
+
+def test_quantize_embedding_model_with_integer_calibration(tmp_path, capsys):
+    nn.seed(1)
+    m = nn.Sequential(nn.Embedding(20, 8), nn.Linear(8, 4))
+    ids = np.random.default_rng(0).integers(0, 20, (16, 5))
+    src, dst, cal = (str(tmp_path / n) for n in ("e.ep", "eq.ep", "ids.npy"))
+    edgepack.save(m, src)
+    np.save(cal, ids)
+    assert main(["quantize", src, "-o", dst, "--calibration", cal]) == 0
+    q = edgepack.load(dst)
+    assert isinstance(q.layers[1], QLinear) and q.layers[1].activations == "static"
+    assert np.abs(q(ids) - m(ids)).max() < 0.05 * np.abs(m(ids)).max()
 
 
 def test_bench_float_model(files, capsys):

@@ -68,9 +68,11 @@ def quantize_main(argv) -> int:
     model = load(args.model)
     calib = None if args.calibration is None else _load_array(args.calibration, "--calibration")
     if calib is not None:
-        if calib.dtype.kind != "f" or calib.ndim < 2 or calib.shape[0] == 0:
-            raise ValueError(f"--calibration must be a float array (N, ...) with N >= 1; got {calib.dtype} {calib.shape}")
-        calib = calib.astype(np.float32, copy=False)
+        # Integer arrays are allowed: token ids for a model that starts with an Embedding.
+        if calib.dtype.kind not in "fiu" or calib.ndim < 2 or calib.shape[0] == 0:
+            raise ValueError(f"--calibration must be a numeric array (N, ...) with N >= 1; got {calib.dtype} {calib.shape}")
+        if calib.dtype.kind == "f":
+            calib = calib.astype(np.float32, copy=False)
     activations = args.activations or ("static" if calib is not None else "dynamic")
     if activations == "static" and calib is None:
         raise ValueError("--activations static needs --calibration X.npy (representative inputs)")
@@ -81,7 +83,8 @@ def quantize_main(argv) -> int:
         qmodel = quantize(model, calib, weights=args.weights, activations=activations, method=args.method,
                           percentile=args.percentile, skip=skip, keep_float_below_db=args.keep_float_below_db)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"cannot quantize {args.model}: {e}") from None
+        with_data = "" if calib is None else f" with --calibration of shape {calib.shape}"
+        raise ValueError(f"cannot quantize {args.model}{with_data}: {e}") from None
     meta = header.get("metadata") if isinstance(header.get("metadata"), dict) else {}
     meta = dict(meta)
     rep = qmodel.report
