@@ -27,7 +27,8 @@ def files(tmp_path):
     mlp = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 5))
     cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))
     rng = np.random.default_rng(0)
-    p = {k: str(tmp_path / k) for k in ("mlp.ep", "cnn.ep", "x.npy", "img.npy", "q.ep", "bad.npy", "int.npy", "str.npy")}
+    names = ("mlp.ep", "cnn.ep", "x.npy", "img.npy", "q.ep", "bad.npy", "int.npy", "str.npy")
+    p = {k: str(tmp_path / k) for k in names}
     edgepack.save(mlp, p["mlp.ep"], metadata={"input_shape": [1, 12], "note": "kept"})
     edgepack.save(cnn, p["cnn.ep"])
     np.save(p["x.npy"], rng.standard_normal((64, 12)).astype(np.float32))

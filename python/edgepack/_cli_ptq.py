@@ -70,7 +70,8 @@ def quantize_main(argv) -> int:
     if calib is not None:
         # Integer arrays are allowed: token ids for a model that starts with an Embedding.
         if calib.dtype.kind not in "fiu" or calib.ndim < 2 or calib.shape[0] == 0:
-            raise ValueError(f"--calibration must be a numeric array (N, ...) with N >= 1; got {calib.dtype} {calib.shape}")
+            raise ValueError(f"--calibration must be a numeric array (N, ...) with N >= 1; "
+                             f"got {calib.dtype} {calib.shape}")
         if calib.dtype.kind == "f":
             calib = calib.astype(np.float32, copy=False)
     activations = args.activations or ("static" if calib is not None else "dynamic")

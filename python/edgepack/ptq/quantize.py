@@ -65,7 +65,8 @@ def _skip_matcher(skip, names: list[str]):
     try:
         items = tuple(skip)
     except TypeError:
-        raise TypeError(f"skip must be a sequence of layer names or Module classes; got {type(skip).__name__}") from None
+        raise TypeError("skip must be a sequence of layer names or Module classes; "
+                        f"got {type(skip).__name__}") from None
     strs, classes = [], []
     for s in items:
         if isinstance(s, str):
