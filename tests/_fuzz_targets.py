@@ -220,6 +220,12 @@ def target_load(data: bytes, tmpdir: str) -> None:
         model(x)
     except (ValueError, TypeError):
         return  # a model rebuilt from altered configs may reject this input, with a message
+    except MemoryError:
+        # Known and reported, not fixed here: a pooling/conv layer whose file asks for padding or
+        # a window of ~2^31 loads fine and then materialises the padded input in forward
+        # (regression input tests/fuzz_regressions/load/d1021e634eee99c7.bin). load() itself
+        # must still only raise ValueError; under the driver's 4 GiB limit this fails fast.
+        return
 
 
 # -- onnx ---------------------------------------------------------------------------------------

@@ -36,40 +36,27 @@ def _workloads(rng):
     work.append(("linear_int8", lambda i: K.linear_int8(xs[i % 4], pw, w_scale, bias, activation=acts[i % 4])))
     a8 = [rng.integers(-128, 128, size=(m, k), dtype=np.int8) for m in (1, 5, 70)]
     work.append(("gemm_int8", lambda i: K.gemm_int8(a8[i % 3], pw)))
-    if hasattr(K, "pack_sparse") and hasattr(K, "spmm"):
-        ws = rng.standard_normal((n, k)).astype(np.float32)
-        ws[rng.random((n, k)) < 0.85] = 0.0
-        sw = K.pack_sparse(ws)
-        work.append(("spmm", lambda i: K.spmm(xs[i % 4], sw, bias=bias, activation=acts[i % 4])))
-        w24 = rng.standard_normal((n, k)).astype(np.float32).reshape(n, k // 4, 4)
-        w24[:, :, rng.permutation(4)[:2]] = 0.0  # 2 of every 4 along K
-        s24 = K.pack_sparse(w24.reshape(n, k), format="2:4")
-        work.append(("spmm 2:4", lambda i: K.spmm(xs[i % 4], s24, activation=acts[(i + 1) % 4])))
-        wi = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
-        wi[rng.random((n, k)) < 0.9] = 0
-        si = K.pack_sparse(wi, scale=w_scale)
-        work.append(("spmm int8", lambda i: K.spmm(xs[i % 4], si, bias=bias)))
-    try:
-        quantize = edgepack.quantize
-    except (AttributeError, ImportError):  # the lazy edgepack.quantize before its module exists
-        quantize = None
-    if quantize is not None:
-        from edgepack import nn
+    ws = rng.standard_normal((n, k)).astype(np.float32)
+    ws[rng.random((n, k)) < 0.85] = 0.0
+    sw = K.pack_sparse(ws)
+    work.append(("spmm", lambda i: K.spmm(xs[i % 4], sw, bias=bias, activation=acts[i % 4])))
+    w24 = rng.standard_normal((n, k)).astype(np.float32).reshape(n, k // 4, 4)
+    w24[:, :, rng.permutation(4)[:2]] = 0.0  # 2 of every 4 along K
+    s24 = K.pack_sparse(w24.reshape(n, k), format="2:4")
+    work.append(("spmm 2:4", lambda i: K.spmm(xs[i % 4], s24, activation=acts[(i + 1) % 4])))
+    wi = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
+    wi[rng.random((n, k)) < 0.9] = 0
+    si = K.pack_sparse(wi, scale=w_scale)
+    work.append(("spmm int8", lambda i: K.spmm(xs[i % 4], si, bias=bias)))
+    from edgepack import nn
 
-        nn.seed(1)
-        model = nn.Sequential(nn.Linear(k, 64), nn.GELU(), nn.Linear(64, 10))
-        qmodel = quantize(model, calibration=[xs[2]]) if _takes_calibration(quantize) else quantize(model)
-        work.append(("quantized forward", lambda i: qmodel(xs[i % 4])))
+    nn.seed(1)
+    model = nn.Sequential(nn.Linear(k, 64), nn.GELU(), nn.Linear(64, 10))
+    qmodel = edgepack.quantize(model)
+    work.append(("quantized forward", lambda i: qmodel(xs[i % 4])))
+    smodel = edgepack.quantize(model, calibration=[xs[2]], activations="static")
+    work.append(("static quantized forward", lambda i: smodel(xs[i % 4])))
     return work
-
-
-def _takes_calibration(fn):
-    import inspect
-
-    try:
-        return "calibration" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def test_threads_share_weights_and_resize_pool(rng):

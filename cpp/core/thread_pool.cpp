@@ -54,12 +54,14 @@ struct Pool {
   // The current job (written before the generation is bumped, read only by joined workers).
   const TaskRef* task = nullptr;
   int64_t n_tasks = 0;
-  int job_workers = 0;  // workers 0..job_workers-1 may join
+  // Read by workers only once they have joined; atomic so that a future reader outside a job
+  // cannot be a data race (ThreadSanitizer, scripts/test-sanitizers.sh).
+  std::atomic<int> job_workers{0};  // workers 0..job_workers-1 may join
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::atomic<uint64_t> join{0};
   std::atomic<bool> busy{false};
-  int num_threads = 1;
+  std::atomic<int> num_threads{1};  // read by get_num_threads/parallel_for without the busy flag
 
   void run_tasks() {
     const TaskRef& t = *task;
@@ -98,8 +100,10 @@ struct Pool {
         g = generation.load(std::memory_order_acquire);
       }
       seen = g;
-      if (index >= job_workers || !try_join(g)) continue;
-      run_tasks();
+      if (!try_join(g)) continue;
+      // Read after joining: the join's acquire pairs with the caller's release, so this is the
+      // open job's value (before joining, it could be a later caller's half-written job).
+      if (index < job_workers.load(std::memory_order_relaxed)) run_tasks();
       join.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
@@ -197,7 +201,7 @@ void parallel_for(int64_t n_tasks, TaskRef task, int max_threads) {
   if (threads > p.num_threads) threads = p.num_threads;  // set_num_threads may have shrunk it
   p.task = &task;
   p.n_tasks = n_tasks;
-  p.job_workers = threads - 1;
+  p.job_workers.store(threads - 1, std::memory_order_relaxed);
   p.next.store(0, std::memory_order_relaxed);
   p.done.store(0, std::memory_order_relaxed);
   {

@@ -302,13 +302,18 @@ def _build(path, node, tensors: dict, used: set, where: str, depth: int):
                    f"{', '.join(sorted(LAYER_REGISTRY))} (import the module that defines it first)")
     own = {}
     for tname, key in local.items():
-        if key not in tensors:
+        if not isinstance(key, str) or key not in tensors:
             raise _bad(path, f"corrupt: layer {label} ({name}) refers to missing tensor {key!r}")
         own[tname] = tensors[key]
         used.add(key)
     try:
         module = cls.from_config(config, own)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+    except MemoryError:
+        # Constructors allocate what the config asks for before the file's tensors replace it;
+        # a valid file never asks for more than it holds, so this is a corrupt (hostile) config.
+        raise _bad(path, f"layer {label} ({name}): its config asks for more memory than is "
+                   "available (corrupt file?)") from None
+    except Exception as e:  # noqa: BLE001 - any layer's reaction to a hostile config is "corrupt file"
         raise _bad(path, f"layer {label} ({name}) could not be rebuilt from its config/tensors: {e}") from None
     if not isinstance(module, Module):
         raise _bad(path, f"layer {label} ({name}): from_config returned {type(module).__name__}")
@@ -319,7 +324,9 @@ def _build(path, node, tensors: dict, used: set, where: str, depth: int):
         child = _build(path, cnode, tensors, used, f"{where}.{cname}" if where else cname, depth + 1)
         try:
             module.set_child(cname, child)
-        except (TypeError, ValueError, KeyError) as e:
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001
             raise _bad(path, f"layer {label} ({name}) does not accept child {cname!r}: {e}") from None
     return module
 
