@@ -128,6 +128,13 @@ def test_quantize_per_channel_every_axis(isa, rng, dtype):
             np.testing.assert_array_equal(back, ref_dequantize(got, scale, zp, axis))
 
 
+def test_numpy_integer_axis(rng):
+    x = rng.standard_normal((4, 6)).astype(F32)
+    s = np.full(6, 0.05, F32)
+    np.testing.assert_array_equal(K.quantize(x, s, axis=np.int64(-1)), ref_quantize(x, s, 0, 1))
+    assert K.choose_qparams(x, axis=np.int32(0))[0].shape == (4,)
+
+
 def test_quantize_scalar_scale_with_axis_is_per_tensor(isa, rng):
     x = rng.standard_normal((4, 6)).astype(F32)
     np.testing.assert_array_equal(K.quantize(x, 0.05, axis=1), ref_quantize(x, 0.05))
@@ -389,6 +396,9 @@ BAD = [
     (lambda: K.quantize(X, np.ones(3, F32), axis=2), ValueError, "axis"),
     (lambda: K.quantize(X, np.ones(3, F32), axis=-3), ValueError, "axis"),
     (lambda: K.quantize(X, np.ones(3, F32), axis=1.0), TypeError, "axis"),
+    (lambda: K.quantize(X, np.ones(3, F32), axis=10**30), ValueError, "axis"),
+    (lambda: K.quantize(X, np.ones(3, F32), axis=True), TypeError, "axis"),
+    (lambda: K.choose_qparams(X, axis="0"), TypeError, "axis"),
     (lambda: K.quantize(np.ones((), F32), np.ones(1, F32), axis=0), ValueError, "axis"),
     (lambda: K.quantize(X, 0.1, 128), ValueError, "zero_point"),
     (lambda: K.quantize(X, 0.1, -1, dtype=np.uint8), ValueError, "zero_point"),

@@ -31,7 +31,12 @@ int normalize_axis(py::handle axis_obj, int ndim) {
   if (axis_obj.is_none()) return -1;
   if (!py::isinstance<py::int_>(axis_obj) || py::isinstance<py::bool_>(axis_obj))
     throw py::type_error("axis must be None or an int; got " + describe(axis_obj));
-  const long long a = axis_obj.cast<long long>();
+  long long a;
+  try {
+    a = axis_obj.cast<long long>();
+  } catch (const py::cast_error&) {
+    throw py::value_error("axis is out of range for x with " + std::to_string(ndim) + " dimension(s)");
+  }
   if (a < -ndim || a >= ndim)
     throw py::value_error("axis " + std::to_string(a) + " is out of range for x with " + std::to_string(ndim) +
                           " dimension(s) (valid: " + std::to_string(-ndim) + " .. " + std::to_string(ndim - 1) + ")");

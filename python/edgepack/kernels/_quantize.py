@@ -13,6 +13,7 @@ before the kernel runs; pass C-contiguous arrays to avoid the copy.
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -52,6 +53,21 @@ def _scale_arg(scale) -> np.ndarray:
                         f"{a.shape}")
     with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, refused by the kernel
         return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _axis_arg(axis):
+    """None or a Python int (numpy integers accepted); range is checked against x by the kernel."""
+    if axis is None:
+        return None
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError("axis must be None or an int; got bool")
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be None or an int; got {type(axis).__name__}") from None
+    if not -(1 << 31) <= a < (1 << 31):
+        raise ValueError(f"axis {a} is out of range")
+    return a
 
 
 def _zp_arg(zero_point, dt: np.dtype, name: str = "zero_point"):
@@ -113,7 +129,7 @@ def quantize(x: np.ndarray, scale, zero_point=None, axis: int | None = None,
         not C-contiguous (a wrong out dtype is a TypeError).
     """
     dt = _out_dtype(dtype)
-    return _core.quantize(x, _scale_arg(scale), _zp_arg(zero_point, dt), axis, dt == np.uint8, out)
+    return _core.quantize(x, _scale_arg(scale), _zp_arg(zero_point, dt), _axis_arg(axis), dt == np.uint8, out)
 
 
 def dequantize(q: np.ndarray, scale, zero_point=None, axis: int | None = None, *,
@@ -149,7 +165,7 @@ def dequantize(q: np.ndarray, scale, zero_point=None, axis: int | None = None, *
         raise TypeError(f"q must be a numpy.ndarray of int8 or uint8; got {type(q).__name__}")
     if q.dtype not in _RANGES:
         raise TypeError(f"q must be int8 or uint8; got {q.dtype} {q.shape}")
-    return _core.dequantize(q, _scale_arg(scale), _zp_arg(zero_point, q.dtype), axis, out)
+    return _core.dequantize(q, _scale_arg(scale), _zp_arg(zero_point, q.dtype), _axis_arg(axis), out)
 
 
 def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +231,7 @@ def choose_qparams(x: np.ndarray, axis: int | None = None, symmetric: bool = Tru
         NaN/Inf in x (found in the min/max pass); axis out of range.
     """
     dt = _out_dtype(dtype)
-    mn, mx = _core.minmax(x, axis)
+    mn, mx = _core.minmax(x, _axis_arg(axis))
     zero = np.float32(0)
     mn = np.minimum(mn, zero)  # empty channels (+inf / -inf) become 0 here
     mx = np.maximum(mx, zero)
