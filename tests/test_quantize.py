@@ -112,6 +112,24 @@ def test_quantize_exact_ties_and_saturation(isa):
     np.testing.assert_array_equal(K.quantize(x, F32(0.3), dtype=np.uint8), ref_quantize(x, F32(0.3), 0, None, np.uint8))
 
 
+def test_quantize_divides_not_multiplies(isa, rng):
+    # Values within 1e-4 of ties, where rint(x * (1 / s)) differs from rint(x / s) thousands of
+    # times: the kernels must give the quotient's rounding (ONNX divides).
+    for s in (F32(0.3), F32(0.1), F32(1 / 3), F32(0.013), F32(1e-30), F32(3e35)):
+        k = rng.integers(-300, 300, 20000)
+        x = ((k + F32(0.5) + rng.uniform(-1e-4, 1e-4, k.size).astype(F32)) * s).astype(F32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            differ = np.rint(x / s) != np.rint(x * (F32(1) / s))
+        assert s > 1e30 or s < 1e-20 or differ.sum() > 100  # the test has teeth
+        for dtype, zp in ((np.int8, 0), (np.int8, -100), (np.uint8, 128), (np.uint8, 0)):
+            np.testing.assert_array_equal(K.quantize(x, s, zp, dtype=dtype), ref_quantize(x, s, zp, None, dtype))
+        sc = np.array([s, s], F32)
+        x2 = x.reshape(2, -1)
+        np.testing.assert_array_equal(K.quantize(x2, sc, axis=0), ref_quantize(x2, sc, 0, 0))
+        xt = np.ascontiguousarray(x2.T)
+        np.testing.assert_array_equal(K.quantize(xt, sc, axis=1), ref_quantize(xt, sc, 0, 1))
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 def test_quantize_per_channel_every_axis(isa, rng, dtype):
     lo, hi = RANGES[dtype]
