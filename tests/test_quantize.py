@@ -448,3 +448,16 @@ def test_bad_input(case):
     fn, exc, name = BAD[case]
     with pytest.raises(exc, match=name):
         fn()
+
+
+# ---- the benchmark suite runs (tiny shapes; no timing asserted) ---------------------------------
+
+def test_bench_quantize_cli(capsys):
+    from edgepack.cli import main
+
+    assert main(["bench", "quantize", "--shapes", "8x40", "3x5", "--min-time", "0.001", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("quantize per-channel", "dequantize per-tensor", "quantize_rows", "copy"):
+        assert name in out
+    with pytest.raises(SystemExit):
+        main(["bench", "quantize", "--shapes", "8by40"])

@@ -126,12 +126,30 @@ def run(shapes, threads_all: int, min_time: float, repeats: int) -> list[dict]:
     return rows
 
 
+def _shape(text: str) -> str:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"shape must look like 4096x4096 (M x K, both > 0); got {text!r}")
+    return text
+
+
+def _positive(kind):
+    def parse(text: str):
+        v = kind(text)
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+        return v
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edgepack bench quantize", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES), help="MxK shapes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="'all threads' count (default: edgepack's default)")
-    p.add_argument("--min-time", type=float, default=0.25, help="seconds per timing repeat")
-    p.add_argument("--repeats", type=int, default=3, help="timing repeats (best is kept)")
+    p.add_argument("--shapes", nargs="+", type=_shape, default=list(DEFAULT_SHAPES),
+                   help="MxK shapes (default: %(default)s)")
+    p.add_argument("--threads", type=_positive(int), default=None,
+                   help="'all threads' count (default: edgepack's default, the affinity CPU count)")
+    p.add_argument("--min-time", type=_positive(float), default=0.25, help="seconds per timing repeat")
+    p.add_argument("--repeats", type=_positive(int), default=3, help="timing repeats (best is kept)")
     a = p.parse_args(argv)
 
     import edgepack
