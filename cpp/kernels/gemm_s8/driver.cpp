@@ -190,15 +190,8 @@ void linear_static(const uint8_t* a, AKind kind, int32_t zp, float x_scale, int6
 
 Status quantize_static(const float* x, int64_t m, int64_t k, float scale, AKind kind, int32_t zp,
                        uint8_t* out) {
-  const float lo = kind == AKind::u8 ? 0.0f : -128.0f, hi = kind == AKind::u8 ? 255.0f : 127.0f;
-  for (int64_t i = 0; i < m * k; ++i) {
-    const float v = x[i];
-    if (!std::isfinite(v)) return Status::at(StatusCode::non_finite, i);
-    float q = std::nearbyint(v / scale) + static_cast<float>(zp);
-    q = q < lo ? lo : (q > hi ? hi : q);
-    out[i] = kind == AKind::u8 ? static_cast<uint8_t>(q) : static_cast<uint8_t>(static_cast<int8_t>(q));
-  }
-  return Status::good();
+  // The quantize area's per-tensor kernel (vectorized on every path, threaded when large).
+  return quant::quantize(x, 1, 1, m * k, &scale, &zp, kind == AKind::u8, out);
 }
 
 }  // namespace edgepack::gemm
