@@ -1,5 +1,6 @@
 // Layouts derived from the stored formats when a matrix is loaded.
 #include <algorithm>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "kernels/spmm/driver.h"
@@ -11,7 +12,7 @@ namespace {
 template <class V>
 void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, int64_t k, SpmmSellStorage& out,
                 std::vector<V>& out_val) {
-  const int64_t R = out.rows, W = out.win;
+  const int64_t R = out.rows, W = out.win, S = out.slots;
   const int64_t slices = (n + R - 1) / R, windows = (k + W - 1) / W;
   out.run_ptr.assign(size_t(slices + 1), 0);
   out.step_ptr.assign(size_t(slices + 1), 0);
@@ -28,7 +29,7 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
         const int64_t w = col[p] / W;
         int64_t q = p;
         while (q < rp[row + 1] && col[q] / W == w) ++q;
-        depth[size_t(w)] = std::max(depth[size_t(w)], uint16_t(q - p));
+        depth[size_t(w)] = std::max(depth[size_t(w)], uint16_t((q - p + S - 1) / S));
         p = q;
       }
     }
@@ -41,8 +42,24 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
     out.run_ptr[size_t(s + 1)] = int64_t(out.run_win.size());
     out.step_ptr[size_t(s + 1)] = steps;
   }
-  out_val.assign(size_t(steps * R), V(0));
-  out.idx.assign(size_t(steps * R), uint8_t(0));
+  out_val.assign(size_t(steps * R * S), V(0));
+  out.idx.assign(size_t(steps * R * S), uint8_t(0));
+  out.step_win.resize(size_t(steps));
+  for (int64_t s = 0; s < slices; ++s) {
+    int64_t st = out.step_ptr[size_t(s)];
+    for (int64_t r = out.run_ptr[size_t(s)]; r < out.run_ptr[size_t(s + 1)]; ++r)
+      for (int d = 0; d < out.run_depth[size_t(r)]; ++d) out.step_win[size_t(st++)] = out.run_win[size_t(r)];
+  }
+  if (std::is_same<V, int8_t>::value) {
+    out.wsum.assign(size_t(slices * R), 0);
+    for (int64_t row = 0; row < n; ++row) {
+      int32_t t = 0;
+      for (int64_t p = rp[row]; p < rp[row + 1]; ++p) t += int32_t(val[p]);
+      out.wsum[size_t(row)] = t;
+    }
+  } else {
+    out.wsum.clear();
+  }
   // Second pass: place each nonzero at (step of its window + its rank in the window, lane).
   for (int64_t s = 0; s < slices; ++s) {
     int64_t st = out.step_ptr[size_t(s)];
@@ -57,7 +74,7 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
         const int64_t w = col[p] / W;
         rank = w == prev_w ? rank + 1 : 0;
         prev_w = w;
-        const size_t at = size_t((base[size_t(w)] + rank) * R + lane);
+        const size_t at = size_t(((base[size_t(w)] + rank / S) * R + lane) * S + rank % S);
         out_val[at] = val[p];
         out.idx[at] = uint8_t(col[p] % W);
       }
@@ -105,9 +122,17 @@ bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
   return density >= 0.2 || s.nbytes() <= active().spmm.sell_keep_bytes;
 }
 
+SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w) {
+  const SpmmOps& ops = active().spmm;
+  if (w.int8 && ops.sell_quad_s8 != nullptr) return SpmmSellGeom{16, 64, 4};
+  return SpmmSellGeom{ops.sell_rows, ops.sell_win, 1};
+}
+
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
-  out.rows = active().spmm.sell_rows;
-  out.win = active().spmm.sell_win;
+  const SpmmSellGeom g = spmm_sell_geom(w);
+  out.rows = g.rows;
+  out.win = g.win;
+  out.slots = g.slots;
   if (w.int8) {
     out.val_f32.clear();
     build_any(w, out, out.val_s8);

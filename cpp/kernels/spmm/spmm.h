@@ -81,16 +81,26 @@ using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t 
 // windows of 32. Slice s has runs r in [run_ptr[s], run_ptr[s+1]), each naming a window run_win[r] and a
 // depth run_depth[r] (the most nonzeros any of the 16 rows has in that window); each of those
 // steps holds 16 values (0 in padded lanes) and 16 byte indices k - 32*window. The steps of slice s
-// start at step_ptr[s]. A kernel keeps a 32-float x window in two registers and picks every lane's
+// start at step_ptr[s]; step_win[st] repeats each step's window, so a kernel may walk the steps
+// of a slice in one flat loop (no per-run loop whose varying trip count costs a mispredicted
+// branch per run). A kernel keeps a 32-float x window in two registers and picks every lane's
 // operand with one two-source permute: no gathers and no horizontal sums.
+//
+// With slots = S > 1 (the int8 "quad" geometry, SpmmOps::sell_quad_s8: 16 rows x 64 columns x 4
+// slots) each step holds S nonzeros per lane: the row's nonzeros of a window are taken S at a time
+// (a lane's depth is ceil(count / S)), value and byte index of slot q of lane l of step st at
+// (st*rows + l)*S + q. A VBMI kernel permutes the 64-byte window of (x + 128) once per step and one
+// vpdpbusd multiplies all 64 slots; wsum[row] (the row's weight sum) removes the +128 again.
 struct SpmmSell {
-  int rows = 16, win = 32;            // geometry: rows per slice (lanes), columns per window
-  const int64_t* run_ptr = nullptr;   // [slices + 1]
-  const int64_t* step_ptr = nullptr;  // [slices + 1]
-  const uint16_t* run_win = nullptr;  // [runs]
+  int rows = 16, win = 32, slots = 1;  // geometry: rows per slice (lanes), columns per window, slots
+  const int64_t* run_ptr = nullptr;    // [slices + 1]
+  const int64_t* step_ptr = nullptr;   // [slices + 1]
+  const uint16_t* run_win = nullptr;   // [runs]
   const uint16_t* run_depth = nullptr;
-  const void* val = nullptr;          // [steps * 16] float32 or int8
-  const uint8_t* idx = nullptr;       // [steps * 16]
+  const uint16_t* step_win = nullptr;  // [steps]
+  const void* val = nullptr;           // [steps * rows * slots] float32 or int8
+  const uint8_t* idx = nullptr;        // [steps * rows * slots]
+  const int32_t* wsum = nullptr;       // [slices * rows] (int8 only; 0 past the last row)
 };
 // Rows of slices [s0, s1) (row < n) for mr (<= kSpmmVecRows) rows of x, each padded with zeros
 // to a multiple of 32 columns (leading dimension ldx): y[r*ldy + row] = x[r] . w[row].
@@ -98,6 +108,12 @@ using SpmmSellVecF32 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64
                                 int64_t ldx, int mr, float* y, int64_t ldy);
 using SpmmSellVecS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int32_t* x,
                                int64_t ldx, int mr, int32_t* y, int64_t ldy);
+// The quad geometry: x holds quantized activations plus 128 as uint8 (mr <= kSpmmQuadRows rows,
+// each padded to whole 64-column windows, leading dimension ldx); y[r*ldy + row] = the exact
+// int32 x[r] . w[row] with the +128 removed (acc - 128 * wsum[row]).
+constexpr int kSpmmQuadRows = 8;
+using SpmmSellQuadS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x,
+                                int64_t ldx, int mr, int32_t* y, int64_t ldy);
 
 struct SpmmOps {
   SpmmCsrVecF32 csr_vec_f32 = nullptr;
@@ -110,6 +126,7 @@ struct SpmmOps {
   SpmmNm24TileS8 nm24_tile_s8 = nullptr;
   SpmmSellVecF32 sell_vec_f32 = nullptr;  // optional: null -> the CSR / 2:4 vec kernels
   SpmmSellVecS8 sell_vec_s8 = nullptr;
+  SpmmSellQuadS8 sell_quad_s8 = nullptr;  // optional: int8 in the 16 x 64 x 4 geometry (wins over sell_vec_s8)
   int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
   int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
   // Below density 0.2 the padded layout is kept only up to this many bytes (else the vec kernels).
