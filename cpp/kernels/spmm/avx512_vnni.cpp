@@ -79,8 +79,8 @@ void sell_vec_s8(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int
 #define EP_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 
 // Steps are walked flat (step_win gives each one's window): the trip count per slice is the only
-// loop exit, so there is no per-window branch to mispredict. MR == 1 alternates two accumulators
-// to hide the vpdpbusd latency; wider MR has independent rows already.
+// loop exit, so there is no per-window branch to mispredict. Two accumulator sets (even and odd
+// steps) hide the vpdpbusd latency.
 template <int MR>
 EP_VBMI void sell_quad_s8_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x, int64_t ldx,
                             int32_t* y, int64_t ldy) {
@@ -90,17 +90,17 @@ EP_VBMI void sell_quad_s8_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n
     for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm512_setzero_si512();
     int64_t st = w.step_ptr[sl];
     const int64_t end = w.step_ptr[sl + 1];
-    if (MR == 1) {
-      for (; st + 2 <= end; st += 2) {
-        const __m512i i0 = _mm512_loadu_si512(w.idx + st * 64), i1 = _mm512_loadu_si512(w.idx + st * 64 + 64);
-        const __m512i v0 = _mm512_loadu_si512(val + st * 64), v1 = _mm512_loadu_si512(val + st * 64 + 64);
-        const __m512i x0 = _mm512_loadu_si512(x + 64 * int64_t(w.step_win[st]));
-        const __m512i x1 = _mm512_loadu_si512(x + 64 * int64_t(w.step_win[st + 1]));
-        a0[0] = _mm512_dpbusd_epi32(a0[0], _mm512_permutexvar_epi8(i0, x0), v0);
-        a1[0] = _mm512_dpbusd_epi32(a1[0], _mm512_permutexvar_epi8(i1, x1), v1);
+    for (; st + 2 <= end; st += 2) {
+      const __m512i i0 = _mm512_loadu_si512(w.idx + st * 64), i1 = _mm512_loadu_si512(w.idx + st * 64 + 64);
+      const __m512i v0 = _mm512_loadu_si512(val + st * 64), v1 = _mm512_loadu_si512(val + st * 64 + 64);
+      const uint8_t* x0 = x + 64 * int64_t(w.step_win[st]);
+      const uint8_t* x1 = x + 64 * int64_t(w.step_win[st + 1]);
+      for (int r = 0; r < MR; ++r) {
+        a0[r] = _mm512_dpbusd_epi32(a0[r], _mm512_permutexvar_epi8(i0, _mm512_loadu_si512(x0 + r * ldx)), v0);
+        a1[r] = _mm512_dpbusd_epi32(a1[r], _mm512_permutexvar_epi8(i1, _mm512_loadu_si512(x1 + r * ldx)), v1);
       }
     }
-    for (; st < end; ++st) {
+    if (st < end) {
       const __m512i i0 = _mm512_loadu_si512(w.idx + st * 64);
       const __m512i v0 = _mm512_loadu_si512(val + st * 64);
       const uint8_t* xw = x + 64 * int64_t(w.step_win[st]);
