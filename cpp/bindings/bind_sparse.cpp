@@ -28,7 +28,8 @@ struct SparseMatrix {
   std::vector<uint8_t> meta;
   std::vector<float> scale;
   SpmmSellStorage sell;  // derived, not saved: the small-M layout (built on first use)
-  int sell_rejected_rows = 0, sell_rejected_win = 0, sell_rejected_slots = 0;  // geometry found not worth keeping
+  int sell_rejected_rows = 0, sell_rejected_win = 0, sell_rejected_slots = 0;
+  bool sell_rejected_nm24 = false;  // geometry found not worth keeping
 
   int64_t nbytes() const {
     return int64_t(row_ptr.size() * 8 + col.size() * 2 + val_f32.size() * 4 + val_s8.size() +
@@ -176,7 +177,8 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
   SparseMatrix& sm = w.cast<SparseMatrix&>();
   if (spmm_wants_sell(sm.view, m)) {  // absent, or built for another path's geometry
     const SpmmSellGeom g = spmm_sell_geom(sm.view);
-    if (sm.sell_rejected_rows != g.rows || sm.sell_rejected_win != g.win || sm.sell_rejected_slots != g.slots) {
+    if (sm.sell_rejected_rows != g.rows || sm.sell_rejected_win != g.win || sm.sell_rejected_slots != g.slots ||
+        sm.sell_rejected_nm24 != g.nm24) {
       spmm_build_sell(sm.view, sm.sell);
       if (spmm_sell_worthwhile(sm.view, sm.sell)) {
         sm.view.sell = sm.sell.view();
@@ -187,6 +189,7 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
         sm.sell_rejected_rows = g.rows;
         sm.sell_rejected_win = g.win;
         sm.sell_rejected_slots = g.slots;
+        sm.sell_rejected_nm24 = g.nm24;
       }
     }
   }

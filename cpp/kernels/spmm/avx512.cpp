@@ -492,6 +492,68 @@ void sell_vec_s8(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int
   }
 }
 
+// 2:4 positions layout: step j's column inside the 32-wide window is 4*(j/2) + lane's 2-bit
+// position, rebuilt from one word per lane (loaded once per window) with a shift and a ternary
+// logic op, so the step streams only its 16 values.
+inline __m512i nm24_step_index(__m512i pos, int j) {
+  const __m512i p = _mm512_srl_epi32(pos, _mm_cvtsi32_si128(2 * j));
+  return _mm512_ternarylogic_epi32(p, _mm512_set1_epi32(3), _mm512_set1_epi32(4 * (j / 2)), 0xEA);  // (a & b) | c
+}
+
+template <int MR>
+void sell_nm24_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
+                     int64_t ldy) {
+  const float* val = static_cast<const float*>(w.val);
+  for (int64_t sl = s0; sl < s1; ++sl) {
+    const int64_t half = w.step_ptr[sl + 1] - w.step_ptr[sl];  // K/2
+    const int64_t windows = (half + 15) / 16;
+    __m512 a0[MR], a1[MR];
+    for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+    const float* vs = val + w.step_ptr[sl] * 16;
+    const uint32_t* ps = w.pos + sl * windows * 16;
+    for (int64_t win = 0; win < windows; ++win) {
+      __m512 xl[MR], xh[MR];
+      for (int r = 0; r < MR; ++r) {
+        xl[r] = _mm512_loadu_ps(x + r * ldx + 32 * win);
+        xh[r] = _mm512_loadu_ps(x + r * ldx + 32 * win + 16);
+      }
+      const __m512i pos = _mm512_loadu_si512(ps + win * 16);
+      const float* vw = vs + win * 256;
+      const int steps = half - 16 * win >= 16 ? 16 : int(half - 16 * win);
+      if (steps == 16) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 16; j += 2) {
+          const __m512i i0 = nm24_step_index(pos, j), i1 = nm24_step_index(pos, j + 1);
+          const __m512 v0 = _mm512_loadu_ps(vw + 16 * j), v1 = _mm512_loadu_ps(vw + 16 * j + 16);
+          for (int r = 0; r < MR; ++r) {
+            a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(xl[r], i0, xh[r]), a0[r]);
+            a1[r] = _mm512_fmadd_ps(v1, _mm512_permutex2var_ps(xl[r], i1, xh[r]), a1[r]);
+          }
+        }
+      } else {
+        for (int j = 0; j < steps; ++j) {
+          const __m512i i0 = nm24_step_index(pos, j);
+          const __m512 v0 = _mm512_loadu_ps(vw + 16 * j);
+          for (int r = 0; r < MR; ++r) a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(xl[r], i0, xh[r]), a0[r]);
+        }
+      }
+    }
+    const int64_t row0 = sl * 16;
+    const __mmask16 k = n - row0 >= 16 ? __mmask16(0xFFFF) : tail_mask(n - row0);
+    for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(y + r * ldy + row0, k, _mm512_add_ps(a0[r], a1[r]));
+  }
+}
+
+void sell_nm24_f32(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, int mr,
+                   float* y, int64_t ldy) {
+  switch (mr) {
+    case 1: sell_nm24_f32_t<1>(w, s0, s1, n, x, ldx, y, ldy); break;
+    case 2: sell_nm24_f32_t<2>(w, s0, s1, n, x, ldx, y, ldy); break;
+    case 3: sell_nm24_f32_t<3>(w, s0, s1, n, x, ldx, y, ldy); break;
+    default: sell_nm24_f32_t<4>(w, s0, s1, n, x, ldx, y, ldy); break;
+  }
+}
+
 }  // namespace
 
 void register_spmm(KernelTable& t) {
@@ -504,6 +566,7 @@ void register_spmm(KernelTable& t) {
   t.spmm.nm24_tile_f32 = nm24_tile_f32;
   t.spmm.nm24_tile_s8 = nm24_tile_s8;
   t.spmm.sell_vec_f32 = sell_vec_f32;
+  t.spmm.sell_nm24_f32 = sell_nm24_f32;
   t.spmm.sell_vec_s8 = sell_vec_s8;
   t.spmm.sell_rows = 16;
   t.spmm.sell_win = 32;

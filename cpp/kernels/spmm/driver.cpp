@@ -264,7 +264,8 @@ bool sell_route(const SpmmMatrix& w, int64_t m) {
 
 bool sell_matches(const SpmmMatrix& w) {
   const SpmmSellGeom g = spmm_sell_geom(w);
-  return w.has_sell && w.sell.rows == g.rows && w.sell.win == g.win && w.sell.slots == g.slots;
+  return w.has_sell && w.sell.rows == g.rows && w.sell.win == g.win && w.sell.slots == g.slots &&
+         w.sell.nm24 == g.nm24;
 }
 
 template <class T> std::vector<T>& xpad_buffer();
@@ -360,7 +361,7 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
       apply_act_inplace(out, cnt, act);
     };
     if (sell) {
-      run_sell<float>(w, active().spmm.sell_vec_f32, x, m, y, epi);
+      run_sell<float>(w, w.sell.nm24 ? active().spmm.sell_nm24_f32 : active().spmm.sell_vec_f32, x, m, y, epi);
       return Status::good();
     }
     run_core<float>(w, m, x, xt, cs.tiles, y, epi);

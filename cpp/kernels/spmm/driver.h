@@ -31,6 +31,8 @@ struct SpmmMatrix {
 // Storage of the sliced-windows layout (see SpmmSell in kernels/spmm/spmm.h).
 struct SpmmSellStorage {
   int rows = 0, win = 0, slots = 1;
+  bool nm24 = false;
+  std::vector<uint32_t> pos;
   std::vector<int64_t> run_ptr, step_ptr;
   std::vector<uint16_t> run_win, run_depth, step_win;
   std::vector<int32_t> wsum;
@@ -42,6 +44,8 @@ struct SpmmSellStorage {
     s.rows = rows;
     s.win = win;
     s.slots = slots;
+    s.nm24 = nm24;
+    s.pos = pos.data();
     s.step_win = step_win.data();
     s.wsum = wsum.empty() ? nullptr : wsum.data();
     s.run_ptr = run_ptr.data();
@@ -54,13 +58,14 @@ struct SpmmSellStorage {
   }
   int64_t nbytes() const {
     return int64_t((run_ptr.size() + step_ptr.size()) * 8 +
-                   (run_win.size() + run_depth.size() + step_win.size()) * 2 + wsum.size() * 4 +
+                   (run_win.size() + run_depth.size() + step_win.size()) * 2 + (wsum.size() + pos.size()) * 4 +
                    val_f32.size() * 4 + val_s8.size() + idx.size());
   }
 };
 // The geometry the active path wants for this matrix's layout (int8 may use the quad geometry).
 struct SpmmSellGeom {
   int rows, win, slots;
+  bool nm24;  // the 2:4 positions layout
 };
 SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w);
 // Builds it from a validated matrix (CSR or 2:4, float32 or int8) in the active path's geometry.

@@ -115,6 +115,39 @@ void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_va
   build_sell(rp.data(), col.data(), val.data(), w.n, w.k, out, out_val);
 }
 
+// The 2:4 float32 positions layout (see SpmmSell): values transposed into 16-row slices, the
+// 2-bit positions of each lane's 16 steps of a window packed in one word.
+void build_nm24(const SpmmMatrix& w, SpmmSellStorage& out) {
+  const int64_t n = w.n, k = w.k, half = k / 2, groups = k / 4, ms = (groups + 1) / 2;
+  const int64_t slices = (n + 15) / 16, windows = (k + 31) / 32;
+  const float* v = static_cast<const float*>(w.val);
+  out.run_ptr.assign(size_t(slices + 1), 0);
+  out.step_ptr.assign(size_t(slices + 1), 0);
+  for (int64_t s = 0; s <= slices; ++s) out.step_ptr[size_t(s)] = s * half;
+  out.run_win.clear();
+  out.run_depth.clear();
+  out.step_win.clear();
+  out.wsum.clear();
+  out.idx.clear();
+  out.val_s8.clear();
+  out.val_f32.assign(size_t(slices * half * 16), 0.0f);
+  out.pos.assign(size_t(slices * windows * 16), 0u);
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t s = row / 16, l = row % 16;
+    const uint8_t* m = w.meta + row * ms;
+    for (int64_t g = 0; g < groups; ++g) {
+      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+      const int64_t win = g / 8, j0 = 2 * (g % 8);
+      for (int t = 0; t < 2; ++t) {
+        const int64_t st = s * half + 16 * win + j0 + t;
+        out.val_f32[size_t(st * 16 + l)] = v[row * half + 2 * g + t];
+        const uint32_t p = t == 0 ? (b & 3u) : (b >> 2);
+        out.pos[size_t((s * windows + win) * 16 + l)] |= p << (2 * (j0 + t));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
@@ -124,8 +157,9 @@ bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
 
 SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w) {
   const SpmmOps& ops = active().spmm;
-  if (w.int8 && ops.sell_quad_s8 != nullptr) return SpmmSellGeom{16, 64, 4};
-  return SpmmSellGeom{ops.sell_rows, ops.sell_win, 1};
+  if (w.int8 && ops.sell_quad_s8 != nullptr) return SpmmSellGeom{16, 64, 4, false};
+  if (!w.int8 && w.format == SpmmFormat::nm24 && ops.sell_nm24_f32 != nullptr) return SpmmSellGeom{16, 32, 1, true};
+  return SpmmSellGeom{ops.sell_rows, ops.sell_win, 1, false};
 }
 
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
@@ -133,6 +167,12 @@ void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
   out.rows = g.rows;
   out.win = g.win;
   out.slots = g.slots;
+  out.nm24 = g.nm24;
+  out.pos.clear();
+  if (g.nm24) {
+    build_nm24(w, out);
+    return;
+  }
   if (w.int8) {
     out.val_f32.clear();
     build_any(w, out, out.val_s8);

@@ -91,8 +91,17 @@ using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t 
 // (a lane's depth is ceil(count / S)), value and byte index of slot q of lane l of step st at
 // (st*rows + l)*S + q. A VBMI kernel permutes the 64-byte window of (x + 128) once per step and one
 // vpdpbusd multiplies all 64 slots; wsum[row] (the row's weight sum) removes the +128 again.
+//
+// 2:4 float32 (SpmmOps::sell_nm24_f32, 16 rows x 32 columns): every window of every slice is
+// present and has 2 * groups steps (16, fewer in a last partial window); step j's lanes take
+// group j/2 of the window, so a lane's column is 4*(j/2) + a 2-bit position: pos[(s*windows + win)*16
+// + l] holds lane l's positions, step j at bits 2j..2j+1. Values (explicit zeros kept) at
+// val[(s*K/2 + 16*win + j)*16 + l] -- i.e. step st = s*K/2 + 16*win + j. No index bytes: 4.25
+// bytes per value instead of 5.
 struct SpmmSell {
   int rows = 16, win = 32, slots = 1;  // geometry: rows per slice (lanes), columns per window, slots
+  bool nm24 = false;
+  const uint32_t* pos = nullptr;       // 2:4 only
   const int64_t* run_ptr = nullptr;    // [slices + 1]
   const int64_t* step_ptr = nullptr;   // [slices + 1]
   const uint16_t* run_win = nullptr;   // [runs]
@@ -126,6 +135,7 @@ struct SpmmOps {
   SpmmNm24TileS8 nm24_tile_s8 = nullptr;
   SpmmSellVecF32 sell_vec_f32 = nullptr;  // optional: null -> the CSR / 2:4 vec kernels
   SpmmSellVecS8 sell_vec_s8 = nullptr;
+  SpmmSellVecF32 sell_nm24_f32 = nullptr;  // optional: 2:4 float32 in the 16 x 32 positions layout
   SpmmSellQuadS8 sell_quad_s8 = nullptr;  // optional: int8 in the 16 x 64 x 4 geometry (wins over sell_vec_s8)
   int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
   int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
