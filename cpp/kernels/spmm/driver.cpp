@@ -53,6 +53,10 @@ void apply_act_inplace(float* out, int64_t cnt, SpmmAct act) {
       for (int64_t i = 0; i < cnt; ++i) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
       return;
     default:
+      if (active().spmm.act_f32 != nullptr) {
+        active().spmm.act_f32(out, cnt, int(act));
+        return;
+      }
       for (int64_t i = 0; i < cnt; ++i) out[i] = apply_act(out[i], act);
       return;
   }

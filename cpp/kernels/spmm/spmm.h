@@ -124,7 +124,12 @@ constexpr int kSpmmQuadRows = 8;
 using SpmmSellQuadS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x,
                                 int64_t ldx, int mr, int32_t* y, int64_t ldy);
 
+// The smooth activations over a contiguous output slice, in place: act is 2 (gelu, erf form),
+// 3 (gelu_tanh) or 4 (silu) (SpmmAct in driver.h); within 1e-6 * (1 + |y|) of the scalar form.
+using SpmmActF32 = void (*)(float* y, int64_t n, int act);
+
 struct SpmmOps {
+  SpmmActF32 act_f32 = nullptr;  // optional: null -> the scalar activation in the driver
   SpmmCsrVecF32 csr_vec_f32 = nullptr;
   SpmmCsrVecS8 csr_vec_s8 = nullptr;
   SpmmCsrTileF32 csr_tile_f32 = nullptr;
