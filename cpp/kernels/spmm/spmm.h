@@ -22,7 +22,9 @@
 // Kernels compute raw dot products only; bias, scales and activations are applied by the driver.
 // Every kernel writes its output (the tile kernels add to it when asked to, for K-blocking).
 //
-// Routes (driver.cpp): the sliced-windows kernels (optional) for M <= sell_max_m or density >= 0.2
+// Routes (driver.cpp): int8 weights on a path with sell_quad_s8 always take the quad layout (any M);
+// 2:4 float32 on a path with sell_nm24_f32 takes the positions layout where the sliced-windows
+// route applies; the sliced-windows kernels (optional) for M <= sell_max_m or density >= 0.2
 // (below density 0.2 only while the padded layout stays within sell_keep_bytes); else
 // M < 8 -> the *_vec kernels (4 rows of x at a time); else the *_tile kernels over K-blocks of a
 // transposed activation tile. Threads split the output rows N only.
