@@ -492,14 +492,10 @@ void sell_vec_s8(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int
   }
 }
 
-// 2:4 positions layout: step j's column inside the 32-wide window is 4*(j/2) + lane's 2-bit
-// position, rebuilt from one word per lane (loaded once per window) with a shift and a ternary
-// logic op, so the step streams only its 16 values.
-inline __m512i nm24_step_index(__m512i pos, int j) {
-  const __m512i p = _mm512_srl_epi32(pos, _mm_cvtsi32_si128(2 * j));
-  return _mm512_ternarylogic_epi32(p, _mm512_set1_epi32(3), _mm512_set1_epi32(4 * (j / 2)), 0xEA);  // (a & b) | c
-}
-
+// 2:4 positions layout: step j's lanes all read group g = j/2 of the window, so the 4 x values
+// of that group are broadcast to every 128-bit lane and vpermilps picks each lane's one by the
+// low 2 bits of its index dword: the lane's position word shifted right by 2j (the bits above
+// are ignored). One shift, one in-lane permute and one FMA per 16 values; no index bytes.
 template <int MR>
 void sell_nm24_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
                      int64_t ldy) {
@@ -512,29 +508,29 @@ void sell_nm24_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const
     const float* vs = val + w.step_ptr[sl] * 16;
     const uint32_t* ps = w.pos + sl * windows * 16;
     for (int64_t win = 0; win < windows; ++win) {
-      __m512 xl[MR], xh[MR];
-      for (int r = 0; r < MR; ++r) {
-        xl[r] = _mm512_loadu_ps(x + r * ldx + 32 * win);
-        xh[r] = _mm512_loadu_ps(x + r * ldx + 32 * win + 16);
-      }
       const __m512i pos = _mm512_loadu_si512(ps + win * 16);
       const float* vw = vs + win * 256;
+      const float* xw = x + 32 * win;
       const int steps = half - 16 * win >= 16 ? 16 : int(half - 16 * win);
       if (steps == 16) {
 #pragma GCC unroll 8
         for (int j = 0; j < 16; j += 2) {
-          const __m512i i0 = nm24_step_index(pos, j), i1 = nm24_step_index(pos, j + 1);
+          const __m512i i0 = _mm512_srli_epi32(pos, 2 * j), i1 = _mm512_srli_epi32(pos, 2 * j + 2);
           const __m512 v0 = _mm512_loadu_ps(vw + 16 * j), v1 = _mm512_loadu_ps(vw + 16 * j + 16);
           for (int r = 0; r < MR; ++r) {
-            a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(xl[r], i0, xh[r]), a0[r]);
-            a1[r] = _mm512_fmadd_ps(v1, _mm512_permutex2var_ps(xl[r], i1, xh[r]), a1[r]);
+            const __m512 xg = _mm512_broadcast_f32x4(_mm_loadu_ps(xw + r * ldx + 2 * j));
+            a0[r] = _mm512_fmadd_ps(v0, _mm512_permutevar_ps(xg, i0), a0[r]);
+            a1[r] = _mm512_fmadd_ps(v1, _mm512_permutevar_ps(xg, i1), a1[r]);
           }
         }
       } else {
         for (int j = 0; j < steps; ++j) {
-          const __m512i i0 = nm24_step_index(pos, j);
+          const __m512i i0 = _mm512_srl_epi32(pos, _mm_cvtsi32_si128(2 * j));
           const __m512 v0 = _mm512_loadu_ps(vw + 16 * j);
-          for (int r = 0; r < MR; ++r) a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(xl[r], i0, xh[r]), a0[r]);
+          for (int r = 0; r < MR; ++r) {
+            const __m512 xg = _mm512_broadcast_f32x4(_mm_loadu_ps(xw + r * ldx + 4 * (j / 2)));
+            a0[r] = _mm512_fmadd_ps(v0, _mm512_permutevar_ps(xg, i0), a0[r]);
+          }
         }
       }
     }
