@@ -93,8 +93,8 @@ EP_VBMI void sell_quad_s8_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n
     for (; st + 2 <= end; st += 2) {
       const __m512i i0 = _mm512_loadu_si512(w.idx + st * 64), i1 = _mm512_loadu_si512(w.idx + st * 64 + 64);
       const __m512i v0 = _mm512_loadu_si512(val + st * 64), v1 = _mm512_loadu_si512(val + st * 64 + 64);
-      const uint8_t* x0 = x + 64 * int64_t(w.step_win[st]);
-      const uint8_t* x1 = x + 64 * int64_t(w.step_win[st + 1]);
+      const uint8_t* x0 = x + int64_t(w.step_win[st]);
+      const uint8_t* x1 = x + int64_t(w.step_win[st + 1]);
       for (int r = 0; r < MR; ++r) {
         a0[r] = _mm512_dpbusd_epi32(a0[r], _mm512_permutexvar_epi8(i0, _mm512_loadu_si512(x0 + r * ldx)), v0);
         a1[r] = _mm512_dpbusd_epi32(a1[r], _mm512_permutexvar_epi8(i1, _mm512_loadu_si512(x1 + r * ldx)), v1);
@@ -103,7 +103,7 @@ EP_VBMI void sell_quad_s8_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n
     if (st < end) {
       const __m512i i0 = _mm512_loadu_si512(w.idx + st * 64);
       const __m512i v0 = _mm512_loadu_si512(val + st * 64);
-      const uint8_t* xw = x + 64 * int64_t(w.step_win[st]);
+      const uint8_t* xw = x + int64_t(w.step_win[st]);
       for (int r = 0; r < MR; ++r)
         a0[r] = _mm512_dpbusd_epi32(a0[r], _mm512_permutexvar_epi8(i0, _mm512_loadu_si512(xw + r * ldx)), v0);
     }

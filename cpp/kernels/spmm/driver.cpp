@@ -309,7 +309,8 @@ void run_sell(const SpmmMatrix& w, Kern kern, const T* x, int64_t m, T* raw, con
 // prep(xpad, ldx) fills the m padded rows (pad bytes 128) and may fail (non-finite x).
 template <class Prep, class Epi>
 Status run_sell_quad(const SpmmMatrix& w, int64_t m, const Prep& prep, int32_t* raw, const Epi& epi) {
-  const int64_t n = w.n, k = w.k, R = w.sell.rows, ldx = (k + w.sell.win - 1) / w.sell.win * w.sell.win;
+  // A sliding window may start at any column (multiple of 4) up to k - 1: pad by one window.
+  const int64_t n = w.n, k = w.k, R = w.sell.rows, ldx = (k + 2 * w.sell.win - 1) / w.sell.win * w.sell.win;
   std::vector<uint8_t>& xpad = tl_call.xpad_u8;
   if (xpad.size() < size_t(m * ldx)) xpad.resize(size_t(m * ldx));
   const Status st = prep(xpad.data(), ldx);

@@ -82,6 +82,57 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
   }
 }
 
+// The quad layout (slots > 1) with sliding windows: a step's window starts at the lowest column any
+// lane of the slice still has to do (rounded down to a multiple of 4), and every lane takes up to
+// S of its next nonzeros below start + W. Fixed windows leave half the slots empty at 90%
+// sparsity (the depth is the busiest lane's); letting the window follow the laggard fills ~73%.
+template <class V>
+void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, SpmmSellStorage& out,
+                   std::vector<V>& out_val) {
+  const int64_t R = out.rows, W = out.win, S = out.slots;
+  const int64_t slices = (n + R - 1) / R;
+  out.run_ptr.assign(size_t(slices + 1), 0);
+  out.step_ptr.assign(size_t(slices + 1), 0);
+  out.run_win.clear();
+  out.run_depth.clear();
+  out.step_win.clear();
+  out_val.clear();
+  out.idx.clear();
+  std::vector<int64_t> cur(static_cast<size_t>(R));
+  for (int64_t s = 0; s < slices; ++s) {
+    const int64_t r0 = R * s, rn = std::min(n, r0 + R) - r0;
+    for (int64_t l = 0; l < rn; ++l) cur[size_t(l)] = rp[r0 + l];
+    for (;;) {
+      int64_t start = -1;
+      for (int64_t l = 0; l < rn; ++l)
+        if (cur[size_t(l)] < rp[r0 + l + 1]) {
+          const int64_t c = col[cur[size_t(l)]];
+          start = start < 0 || c < start ? c : start;
+        }
+      if (start < 0) break;
+      start &= ~int64_t(3);
+      out.step_win.push_back(uint16_t(start));
+      const size_t base = out_val.size();
+      out_val.resize(base + size_t(R * S), V(0));
+      out.idx.resize(base + size_t(R * S), uint8_t(0));
+      for (int64_t l = 0; l < rn; ++l) {
+        int64_t& p = cur[size_t(l)];
+        for (int64_t q = 0; q < S && p < rp[r0 + l + 1] && col[p] < start + W; ++q, ++p) {
+          out_val[base + size_t(l * S + q)] = val[p];
+          out.idx[base + size_t(l * S + q)] = uint8_t(col[p] - start);
+        }
+      }
+    }
+    out.step_ptr[size_t(s + 1)] = int64_t(out.step_win.size());
+  }
+  out.wsum.assign(size_t(slices * R), 0);
+  for (int64_t row = 0; row < n; ++row) {
+    int32_t t = 0;
+    for (int64_t p = rp[row]; p < rp[row + 1]; ++p) t += int32_t(val[p]);
+    out.wsum[size_t(row)] = t;
+  }
+}
+
 // 2:4 rows as CSR (explicit zeros dropped).
 template <class V>
 void nm24_to_csr(const SpmmMatrix& w, std::vector<int64_t>& rp, std::vector<uint16_t>& col, std::vector<V>& val) {
@@ -104,15 +155,22 @@ void nm24_to_csr(const SpmmMatrix& w, std::vector<int64_t>& rp, std::vector<uint
 
 template <class V>
 void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_val) {
-  if (w.format == SpmmFormat::csr) {
-    build_sell(w.row_ptr, w.col, static_cast<const V*>(w.val), w.n, w.k, out, out_val);
-    return;
-  }
   std::vector<int64_t> rp;
   std::vector<uint16_t> col;
   std::vector<V> val;
-  nm24_to_csr(w, rp, col, val);
-  build_sell(rp.data(), col.data(), val.data(), w.n, w.k, out, out_val);
+  const int64_t* rpp = w.row_ptr;
+  const uint16_t* colp = w.col;
+  const V* valp = static_cast<const V*>(w.val);
+  if (w.format != SpmmFormat::csr) {
+    nm24_to_csr(w, rp, col, val);
+    rpp = rp.data();
+    colp = col.data();
+    valp = val.data();
+  }
+  if (out.slots > 1)
+    build_sliding(rpp, colp, valp, w.n, out, out_val);
+  else
+    build_sell(rpp, colp, valp, w.n, w.k, out, out_val);
 }
 
 // The 2:4 float32 positions layout (see SpmmSell): values transposed into 16-row slices, the

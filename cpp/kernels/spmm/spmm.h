@@ -89,9 +89,12 @@ using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t 
 // operand with one two-source permute: no gathers and no horizontal sums.
 //
 // With slots = S > 1 (the int8 "quad" geometry, SpmmOps::sell_quad_s8: 16 rows x 64 columns x 4
-// slots) each step holds S nonzeros per lane: the row's nonzeros of a window are taken S at a time
-// (a lane's depth is ceil(count / S)), value and byte index of slot q of lane l of step st at
-// (st*rows + l)*S + q. A VBMI kernel permutes the 64-byte window of (x + 128) once per step and one
+// slots) each step holds S nonzeros per lane, value and byte index (column - window start) of slot
+// q of lane l of step st at (st*rows + l)*S + q, and the windows slide: step_win[st] is the step's
+// first column (a multiple of 4, any value below K; no runs), the lowest column a lane of the slice
+// still needs, and each lane takes up to S of its next nonzeros below it + 64 (padding ~27% of
+// the slots at 90% sparsity instead of ~50% with fixed windows). A VBMI kernel permutes the 64
+// bytes of (x + 128) from that column once per step (x rows padded by a window past K) and one
 // vpdpbusd multiplies all 64 slots; wsum[row] (the row's weight sum) removes the +128 again.
 //
 // 2:4 float32 (SpmmOps::sell_nm24_f32, 16 rows x 32 columns): every window of every slice is
@@ -120,7 +123,7 @@ using SpmmSellVecF32 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64
 using SpmmSellVecS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int32_t* x,
                                int64_t ldx, int mr, int32_t* y, int64_t ldy);
 // The quad geometry: x holds quantized activations plus 128 as uint8 (mr <= kSpmmQuadRows rows,
-// each padded to whole 64-column windows, leading dimension ldx); y[r*ldy + row] = the exact
+// each padded with 128 to at least K + 64 columns, leading dimension ldx); y[r*ldy + row] = the exact
 // int32 x[r] . w[row] with the +128 removed (acc - 128 * wsum[row]).
 constexpr int kSpmmQuadRows = 8;
 using SpmmSellQuadS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x,
