@@ -29,7 +29,7 @@ struct SparseMatrix {
   std::vector<float> scale;
   SpmmSellStorage sell;  // derived, not saved: the small-M layout (built on first use)
   int sell_rejected_rows = 0, sell_rejected_win = 0, sell_rejected_slots = 0;
-  bool sell_rejected_nm24 = false;  // geometry found not worth keeping
+  bool sell_rejected_nm24 = false, sell_rejected_sliding = false;  // geometry found not worth keeping
 
   int64_t nbytes() const {
     return int64_t(row_ptr.size() * 8 + col.size() * 2 + val_f32.size() * 4 + val_s8.size() +
@@ -178,7 +178,7 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
   if (spmm_wants_sell(sm.view, m)) {  // absent, or built for another path's geometry
     const SpmmSellGeom g = spmm_sell_geom(sm.view);
     if (sm.sell_rejected_rows != g.rows || sm.sell_rejected_win != g.win || sm.sell_rejected_slots != g.slots ||
-        sm.sell_rejected_nm24 != g.nm24) {
+        sm.sell_rejected_nm24 != g.nm24 || sm.sell_rejected_sliding != g.sliding) {
       spmm_build_sell(sm.view, sm.sell);
       if (spmm_sell_worthwhile(sm.view, sm.sell)) {
         sm.view.sell = sm.sell.view();
@@ -190,6 +190,7 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
         sm.sell_rejected_win = g.win;
         sm.sell_rejected_slots = g.slots;
         sm.sell_rejected_nm24 = g.nm24;
+        sm.sell_rejected_sliding = g.sliding;
       }
     }
   }

@@ -269,6 +269,7 @@ bool sell_route(const SpmmMatrix& w, int64_t m) {
 bool sell_matches(const SpmmMatrix& w) {
   const SpmmSellGeom g = spmm_sell_geom(w);
   return w.has_sell && w.sell.rows == g.rows && w.sell.win == g.win && w.sell.slots == g.slots &&
+         w.sell.sliding == g.sliding &&
          w.sell.nm24 == g.nm24;
 }
 
@@ -280,7 +281,9 @@ template <> std::vector<int32_t>& xpad_buffer<int32_t>() { return tl_call.xpad_s
 // groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into outputs.
 template <class T, class Kern, class Epi>
 void run_sell(const SpmmMatrix& w, Kern kern, const T* x, int64_t m, T* raw, const Epi& epi) {
-  const int64_t n = w.n, k = w.k, R = w.sell.rows, ldx = (k + w.sell.win - 1) / w.sell.win * w.sell.win;
+  // Sliding windows may start at any column below k: one window more of zeros.
+  const int64_t n = w.n, k = w.k, R = w.sell.rows,
+                ldx = (k + (w.sell.sliding ? 2 : 1) * w.sell.win - 1) / w.sell.win * w.sell.win;
   std::vector<T>& xpad = xpad_buffer<T>();
   xpad.assign(size_t(m * ldx), T(0));
   for (int64_t mi = 0; mi < m; ++mi)

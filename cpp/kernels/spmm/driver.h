@@ -31,6 +31,7 @@ struct SpmmMatrix {
 // Storage of the sliced-windows layout (see SpmmSell in kernels/spmm/spmm.h).
 struct SpmmSellStorage {
   int rows = 0, win = 0, slots = 1;
+  bool sliding = false;
   bool nm24 = false;
   std::vector<uint32_t> pos;
   std::vector<int64_t> run_ptr, step_ptr;
@@ -44,6 +45,7 @@ struct SpmmSellStorage {
     s.rows = rows;
     s.win = win;
     s.slots = slots;
+    s.sliding = sliding;
     s.nm24 = nm24;
     s.pos = pos.data();
     s.step_win = step_win.data();
@@ -65,6 +67,7 @@ struct SpmmSellStorage {
 // The geometry the active path wants for this matrix's layout (int8 may use the quad geometry).
 struct SpmmSellGeom {
   int rows, win, slots;
+  bool sliding;  // windows start at any multiple of 4 (step_win = first column, no runs)
   bool nm24;  // the 2:4 positions layout
 };
 SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w);

@@ -82,7 +82,7 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
   }
 }
 
-// The quad layout (slots > 1) with sliding windows: a step's window starts at the lowest column any
+// The sliding-windows layout (the int8 quad geometry): a step's window starts at the lowest column any
 // lane of the slice still has to do (rounded down to a multiple of 4), and every lane takes up to
 // S of its next nonzeros below start + W. Fixed windows leave half the slots empty at 90%
 // sparsity (the depth is the busiest lane's); letting the window follow the laggard fills ~73%.
@@ -125,6 +125,8 @@ void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t
     }
     out.step_ptr[size_t(s + 1)] = int64_t(out.step_win.size());
   }
+  out.wsum.clear();
+  if (!std::is_same<V, int8_t>::value) return;
   out.wsum.assign(size_t(slices * R), 0);
   for (int64_t row = 0; row < n; ++row) {
     int32_t t = 0;
@@ -167,7 +169,7 @@ void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_va
     colp = col.data();
     valp = val.data();
   }
-  if (out.slots > 1)
+  if (out.sliding)
     build_sliding(rpp, colp, valp, w.n, out, out_val);
   else
     build_sell(rpp, colp, valp, w.n, w.k, out, out_val);
@@ -215,9 +217,9 @@ bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
 
 SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w) {
   const SpmmOps& ops = active().spmm;
-  if (w.int8 && ops.sell_quad_s8 != nullptr) return SpmmSellGeom{16, 64, 4, false};
-  if (!w.int8 && w.format == SpmmFormat::nm24 && ops.sell_nm24_f32 != nullptr) return SpmmSellGeom{16, 32, 1, true};
-  return SpmmSellGeom{ops.sell_rows, ops.sell_win, 1, false};
+  if (w.int8 && ops.sell_quad_s8 != nullptr) return SpmmSellGeom{16, 64, 4, true, false};
+  if (!w.int8 && w.format == SpmmFormat::nm24 && ops.sell_nm24_f32 != nullptr) return SpmmSellGeom{16, 32, 1, false, true};
+  return SpmmSellGeom{ops.sell_rows, ops.sell_win, 1, false, false};
 }
 
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
@@ -225,6 +227,7 @@ void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
   out.rows = g.rows;
   out.win = g.win;
   out.slots = g.slots;
+  out.sliding = g.sliding;
   out.nm24 = g.nm24;
   out.pos.clear();
   if (g.nm24) {
