@@ -152,6 +152,24 @@ def test_bias_and_activations(isa, rng, activation):
         np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "silu"])
+def test_activations_wide_range(isa, activation):
+    # identity weights: y = x + 0, so every activation input from -40 to 40 (and the ±0, tiny
+    # values and tails where the vectorized forms clamp) is checked, also in the 16-lane tails
+    k = 50
+    sw = pack_sparse(np.eye(k, dtype=np.float32), format="unstructured")
+    x = np.concatenate([np.linspace(-40, 40, 1987), [0.0, -0.0, 1e-30, -1e-30, 1e-7, -1e-7, 87.5, -87.5, 95.0]])
+    x = np.resize(x.astype(np.float32), (x.size + k - 1) // k * k).reshape(-1, k)
+    v = x.astype(np.float64)
+    erf = np.vectorize(math.erf)
+    ref = {"gelu": lambda: 0.5 * v * (1 + erf(v / math.sqrt(2))),
+           "gelu_tanh": lambda: 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))),
+           "silu": lambda: v / (1 + np.exp(-v))}[activation]()
+    y = spmm(x, sw, activation=activation)
+    # the documented bound of the vectorized activations: 1e-6 * (1 + |y|)
+    assert np.all(np.abs(y - ref) <= 1e-6 * (1 + np.abs(ref))), np.max(np.abs(y - ref) / (1 + np.abs(ref)))
+
+
 @pytest.mark.parametrize("fmt", ["unstructured", "2:4"])
 @pytest.mark.parametrize("dtype", [np.float32, np.int8])
 def test_all_zero_matrix(isa, fmt, dtype):

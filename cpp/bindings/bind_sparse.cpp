@@ -28,7 +28,8 @@ struct SparseMatrix {
   std::vector<uint8_t> meta;
   std::vector<float> scale;
   SpmmSellStorage sell;  // derived, not saved: the small-M layout (built on first use)
-  int sell_rejected_rows = 0, sell_rejected_win = 0;  // geometry found not worth keeping
+  int sell_rejected_rows = 0, sell_rejected_win = 0, sell_rejected_slots = 0;
+  bool sell_rejected_nm24 = false, sell_rejected_sliding = false;  // geometry found not worth keeping
 
   int64_t nbytes() const {
     return int64_t(row_ptr.size() * 8 + col.size() * 2 + val_f32.size() * 4 + val_s8.size() +
@@ -175,8 +176,9 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
     throw py::type_error("w must be a SparseWeights (edgepack.kernels.pack_sparse); got " + checks::describe(w));
   SparseMatrix& sm = w.cast<SparseMatrix&>();
   if (spmm_wants_sell(sm.view, m)) {  // absent, or built for another path's geometry
-    const SpmmOps& ops = active().spmm;
-    if (sm.sell_rejected_rows != ops.sell_rows || sm.sell_rejected_win != ops.sell_win) {
+    const SpmmSellGeom g = spmm_sell_geom(sm.view);
+    if (sm.sell_rejected_rows != g.rows || sm.sell_rejected_win != g.win || sm.sell_rejected_slots != g.slots ||
+        sm.sell_rejected_nm24 != g.nm24 || sm.sell_rejected_sliding != g.sliding) {
       spmm_build_sell(sm.view, sm.sell);
       if (spmm_sell_worthwhile(sm.view, sm.sell)) {
         sm.view.sell = sm.sell.view();
@@ -184,8 +186,11 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
       } else {
         sm.sell = SpmmSellStorage();
         sm.view.has_sell = false;
-        sm.sell_rejected_rows = ops.sell_rows;
-        sm.sell_rejected_win = ops.sell_win;
+        sm.sell_rejected_rows = g.rows;
+        sm.sell_rejected_win = g.win;
+        sm.sell_rejected_slots = g.slots;
+        sm.sell_rejected_nm24 = g.nm24;
+        sm.sell_rejected_sliding = g.sliding;
       }
     }
   }

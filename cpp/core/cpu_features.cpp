@@ -57,6 +57,7 @@ CpuFeatures detect() {
     f.avx512bw = f.avx512f && ((b >> 30) & 1);
     f.avx512vl = f.avx512f && ((b >> 31) & 1);
     f.avx512_vnni = f.avx512f && ((c >> 11) & 1);
+    f.avx512_vbmi = f.avx512f && ((c >> 1) & 1);
     __cpuid_count(7, 1, a, b, c, d);
     f.avx_vnni = f.avx2 && ((a >> 4) & 1);
   }

@@ -8,6 +8,7 @@ struct CpuFeatures {
   bool sse41 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512_vnni = false;
   bool avx_vnni = false;
+  bool avx512_vbmi = false;  // vpermb (not implied by any ISA token: Cascade Lake has VNNI without it)
   // aarch64
   bool neon = false, dotprod = false, i8mm = false;
 };

@@ -30,9 +30,13 @@ struct SpmmMatrix {
 
 // Storage of the sliced-windows layout (see SpmmSell in kernels/spmm/spmm.h).
 struct SpmmSellStorage {
-  int rows = 0, win = 0;
+  int rows = 0, win = 0, slots = 1;
+  bool sliding = false;
+  bool nm24 = false;
+  std::vector<uint32_t> pos;
   std::vector<int64_t> run_ptr, step_ptr;
-  std::vector<uint16_t> run_win, run_depth;
+  std::vector<uint16_t> run_win, run_depth, step_win;
+  std::vector<int32_t> wsum;
   std::vector<float> val_f32;
   std::vector<int8_t> val_s8;
   std::vector<uint8_t> idx;
@@ -40,6 +44,12 @@ struct SpmmSellStorage {
     SpmmSell s;
     s.rows = rows;
     s.win = win;
+    s.slots = slots;
+    s.sliding = sliding;
+    s.nm24 = nm24;
+    s.pos = pos.data();
+    s.step_win = step_win.data();
+    s.wsum = wsum.empty() ? nullptr : wsum.data();
     s.run_ptr = run_ptr.data();
     s.step_ptr = step_ptr.data();
     s.run_win = run_win.data();
@@ -49,10 +59,18 @@ struct SpmmSellStorage {
     return s;
   }
   int64_t nbytes() const {
-    return int64_t((run_ptr.size() + step_ptr.size()) * 8 + (run_win.size() + run_depth.size()) * 2 +
+    return int64_t((run_ptr.size() + step_ptr.size()) * 8 +
+                   (run_win.size() + run_depth.size() + step_win.size()) * 2 + (wsum.size() + pos.size()) * 4 +
                    val_f32.size() * 4 + val_s8.size() + idx.size());
   }
 };
+// The geometry the active path wants for this matrix's layout (int8 may use the quad geometry).
+struct SpmmSellGeom {
+  int rows, win, slots;
+  bool sliding;  // windows start at any multiple of 4 (step_win = first column, no runs)
+  bool nm24;  // the 2:4 positions layout
+};
+SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w);
 // Builds it from a validated matrix (CSR or 2:4, float32 or int8) in the active path's geometry.
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out);
 // Whether a built layout is worth keeping on the active path (SpmmOps::sell_keep_bytes): at high

@@ -1,5 +1,6 @@
 // Layouts derived from the stored formats when a matrix is loaded.
 #include <algorithm>
+#include <type_traits>
 
 #include "core/dispatch.h"
 #include "kernels/spmm/driver.h"
@@ -11,7 +12,7 @@ namespace {
 template <class V>
 void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, int64_t k, SpmmSellStorage& out,
                 std::vector<V>& out_val) {
-  const int64_t R = out.rows, W = out.win;
+  const int64_t R = out.rows, W = out.win, S = out.slots;
   const int64_t slices = (n + R - 1) / R, windows = (k + W - 1) / W;
   out.run_ptr.assign(size_t(slices + 1), 0);
   out.step_ptr.assign(size_t(slices + 1), 0);
@@ -28,7 +29,7 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
         const int64_t w = col[p] / W;
         int64_t q = p;
         while (q < rp[row + 1] && col[q] / W == w) ++q;
-        depth[size_t(w)] = std::max(depth[size_t(w)], uint16_t(q - p));
+        depth[size_t(w)] = std::max(depth[size_t(w)], uint16_t((q - p + S - 1) / S));
         p = q;
       }
     }
@@ -41,8 +42,24 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
     out.run_ptr[size_t(s + 1)] = int64_t(out.run_win.size());
     out.step_ptr[size_t(s + 1)] = steps;
   }
-  out_val.assign(size_t(steps * R), V(0));
-  out.idx.assign(size_t(steps * R), uint8_t(0));
+  out_val.assign(size_t(steps * R * S), V(0));
+  out.idx.assign(size_t(steps * R * S), uint8_t(0));
+  out.step_win.resize(size_t(steps));
+  for (int64_t s = 0; s < slices; ++s) {
+    int64_t st = out.step_ptr[size_t(s)];
+    for (int64_t r = out.run_ptr[size_t(s)]; r < out.run_ptr[size_t(s + 1)]; ++r)
+      for (int d = 0; d < out.run_depth[size_t(r)]; ++d) out.step_win[size_t(st++)] = out.run_win[size_t(r)];
+  }
+  if (std::is_same<V, int8_t>::value) {
+    out.wsum.assign(size_t(slices * R), 0);
+    for (int64_t row = 0; row < n; ++row) {
+      int32_t t = 0;
+      for (int64_t p = rp[row]; p < rp[row + 1]; ++p) t += int32_t(val[p]);
+      out.wsum[size_t(row)] = t;
+    }
+  } else {
+    out.wsum.clear();
+  }
   // Second pass: place each nonzero at (step of its window + its rank in the window, lane).
   for (int64_t s = 0; s < slices; ++s) {
     int64_t st = out.step_ptr[size_t(s)];
@@ -57,11 +74,64 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
         const int64_t w = col[p] / W;
         rank = w == prev_w ? rank + 1 : 0;
         prev_w = w;
-        const size_t at = size_t((base[size_t(w)] + rank) * R + lane);
+        const size_t at = size_t(((base[size_t(w)] + rank / S) * R + lane) * S + rank % S);
         out_val[at] = val[p];
         out.idx[at] = uint8_t(col[p] % W);
       }
     }
+  }
+}
+
+// The sliding-windows layout (the int8 quad geometry): a step's window starts at the lowest column any
+// lane of the slice still has to do (rounded down to a multiple of 4), and every lane takes up to
+// S of its next nonzeros below start + W. Fixed windows leave half the slots empty at 90%
+// sparsity (the depth is the busiest lane's); letting the window follow the laggard fills ~73%.
+template <class V>
+void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, SpmmSellStorage& out,
+                   std::vector<V>& out_val) {
+  const int64_t R = out.rows, W = out.win, S = out.slots;
+  const int64_t slices = (n + R - 1) / R;
+  out.run_ptr.assign(size_t(slices + 1), 0);
+  out.step_ptr.assign(size_t(slices + 1), 0);
+  out.run_win.clear();
+  out.run_depth.clear();
+  out.step_win.clear();
+  out_val.clear();
+  out.idx.clear();
+  std::vector<int64_t> cur(static_cast<size_t>(R));
+  for (int64_t s = 0; s < slices; ++s) {
+    const int64_t r0 = R * s, rn = std::min(n, r0 + R) - r0;
+    for (int64_t l = 0; l < rn; ++l) cur[size_t(l)] = rp[r0 + l];
+    for (;;) {
+      int64_t start = -1;
+      for (int64_t l = 0; l < rn; ++l)
+        if (cur[size_t(l)] < rp[r0 + l + 1]) {
+          const int64_t c = col[cur[size_t(l)]];
+          start = start < 0 || c < start ? c : start;
+        }
+      if (start < 0) break;
+      start &= ~int64_t(3);
+      out.step_win.push_back(uint16_t(start));
+      const size_t base = out_val.size();
+      out_val.resize(base + size_t(R * S), V(0));
+      out.idx.resize(base + size_t(R * S), uint8_t(0));
+      for (int64_t l = 0; l < rn; ++l) {
+        int64_t& p = cur[size_t(l)];
+        for (int64_t q = 0; q < S && p < rp[r0 + l + 1] && col[p] < start + W; ++q, ++p) {
+          out_val[base + size_t(l * S + q)] = val[p];
+          out.idx[base + size_t(l * S + q)] = uint8_t(col[p] - start);
+        }
+      }
+    }
+    out.step_ptr[size_t(s + 1)] = int64_t(out.step_win.size());
+  }
+  out.wsum.clear();
+  if (!std::is_same<V, int8_t>::value) return;
+  out.wsum.assign(size_t(slices * R), 0);
+  for (int64_t row = 0; row < n; ++row) {
+    int32_t t = 0;
+    for (int64_t p = rp[row]; p < rp[row + 1]; ++p) t += int32_t(val[p]);
+    out.wsum[size_t(row)] = t;
   }
 }
 
@@ -87,15 +157,55 @@ void nm24_to_csr(const SpmmMatrix& w, std::vector<int64_t>& rp, std::vector<uint
 
 template <class V>
 void build_any(const SpmmMatrix& w, SpmmSellStorage& out, std::vector<V>& out_val) {
-  if (w.format == SpmmFormat::csr) {
-    build_sell(w.row_ptr, w.col, static_cast<const V*>(w.val), w.n, w.k, out, out_val);
-    return;
-  }
   std::vector<int64_t> rp;
   std::vector<uint16_t> col;
   std::vector<V> val;
-  nm24_to_csr(w, rp, col, val);
-  build_sell(rp.data(), col.data(), val.data(), w.n, w.k, out, out_val);
+  const int64_t* rpp = w.row_ptr;
+  const uint16_t* colp = w.col;
+  const V* valp = static_cast<const V*>(w.val);
+  if (w.format != SpmmFormat::csr) {
+    nm24_to_csr(w, rp, col, val);
+    rpp = rp.data();
+    colp = col.data();
+    valp = val.data();
+  }
+  if (out.sliding)
+    build_sliding(rpp, colp, valp, w.n, out, out_val);
+  else
+    build_sell(rpp, colp, valp, w.n, w.k, out, out_val);
+}
+
+// The 2:4 float32 positions layout (see SpmmSell): values transposed into 16-row slices, the
+// 2-bit positions of each lane's 16 steps of a window packed in one word.
+void build_nm24(const SpmmMatrix& w, SpmmSellStorage& out) {
+  const int64_t n = w.n, k = w.k, half = k / 2, groups = k / 4, ms = (groups + 1) / 2;
+  const int64_t slices = (n + 15) / 16, windows = (k + 31) / 32;
+  const float* v = static_cast<const float*>(w.val);
+  out.run_ptr.assign(size_t(slices + 1), 0);
+  out.step_ptr.assign(size_t(slices + 1), 0);
+  for (int64_t s = 0; s <= slices; ++s) out.step_ptr[size_t(s)] = s * half;
+  out.run_win.clear();
+  out.run_depth.clear();
+  out.step_win.clear();
+  out.wsum.clear();
+  out.idx.clear();
+  out.val_s8.clear();
+  out.val_f32.assign(size_t(slices * half * 16), 0.0f);
+  out.pos.assign(size_t(slices * windows * 16), 0u);
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t s = row / 16, l = row % 16;
+    const uint8_t* m = w.meta + row * ms;
+    for (int64_t g = 0; g < groups; ++g) {
+      const unsigned b = (m[g >> 1] >> ((g & 1) * 4)) & 15u;
+      const int64_t win = g / 8, j0 = 2 * (g % 8);
+      for (int t = 0; t < 2; ++t) {
+        const int64_t st = s * half + 16 * win + j0 + t;
+        out.val_f32[size_t(st * 16 + l)] = v[row * half + 2 * g + t];
+        const uint32_t p = t == 0 ? (b & 3u) : (b >> 2);
+        out.pos[size_t((s * windows + win) * 16 + l)] |= p << (2 * (j0 + t));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -105,9 +215,25 @@ bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
   return density >= 0.2 || s.nbytes() <= active().spmm.sell_keep_bytes;
 }
 
+SpmmSellGeom spmm_sell_geom(const SpmmMatrix& w) {
+  const SpmmOps& ops = active().spmm;
+  if (w.int8 && ops.sell_quad_s8 != nullptr) return SpmmSellGeom{16, 64, 4, true, false};
+  if (!w.int8 && w.format == SpmmFormat::nm24 && ops.sell_nm24_f32 != nullptr) return SpmmSellGeom{16, 32, 1, false, true};
+  return SpmmSellGeom{ops.sell_rows, ops.sell_win, 1, false, false};
+}
+
 void spmm_build_sell(const SpmmMatrix& w, SpmmSellStorage& out) {
-  out.rows = active().spmm.sell_rows;
-  out.win = active().spmm.sell_win;
+  const SpmmSellGeom g = spmm_sell_geom(w);
+  out.rows = g.rows;
+  out.win = g.win;
+  out.slots = g.slots;
+  out.sliding = g.sliding;
+  out.nm24 = g.nm24;
+  out.pos.clear();
+  if (g.nm24) {
+    build_nm24(w, out);
+    return;
+  }
   if (w.int8) {
     out.val_f32.clear();
     build_any(w, out, out.val_s8);

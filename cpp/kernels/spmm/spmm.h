@@ -22,7 +22,9 @@
 // Kernels compute raw dot products only; bias, scales and activations are applied by the driver.
 // Every kernel writes its output (the tile kernels add to it when asked to, for K-blocking).
 //
-// Routes (driver.cpp): the sliced-windows kernels (optional) for M <= sell_max_m or density >= 0.2
+// Routes (driver.cpp): int8 weights on a path with sell_quad_s8 always take the quad layout (any M);
+// 2:4 float32 on a path with sell_nm24_f32 takes the positions layout where the sliced-windows
+// route applies; the sliced-windows kernels (optional) for M <= sell_max_m or density >= 0.2
 // (below density 0.2 only while the padded layout stays within sell_keep_bytes); else
 // M < 8 -> the *_vec kernels (4 rows of x at a time); else the *_tile kernels over K-blocks of a
 // transposed activation tile. Threads split the output rows N only.
@@ -81,16 +83,39 @@ using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t 
 // windows of 32. Slice s has runs r in [run_ptr[s], run_ptr[s+1]), each naming a window run_win[r] and a
 // depth run_depth[r] (the most nonzeros any of the 16 rows has in that window); each of those
 // steps holds 16 values (0 in padded lanes) and 16 byte indices k - 32*window. The steps of slice s
-// start at step_ptr[s]. A kernel keeps a 32-float x window in two registers and picks every lane's
+// start at step_ptr[s]; step_win[st] repeats each step's window, so a kernel may walk the steps
+// of a slice in one flat loop (no per-run loop whose varying trip count costs a mispredicted
+// branch per run). A kernel keeps a 32-float x window in two registers and picks every lane's
 // operand with one two-source permute: no gathers and no horizontal sums.
+//
+// With slots = S > 1 (the int8 "quad" geometry, SpmmOps::sell_quad_s8: 16 rows x 64 columns x 4
+// slots) each step holds S nonzeros per lane, value and byte index (column - window start) of slot
+// q of lane l of step st at (st*rows + l)*S + q, and the windows slide: step_win[st] is the step's
+// first column (a multiple of 4, any value below K; no runs), the lowest column a lane of the slice
+// still needs, and each lane takes up to S of its next nonzeros below it + 64 (padding ~27% of
+// the slots at 90% sparsity instead of ~50% with fixed windows). A VBMI kernel permutes the 64
+// bytes of (x + 128) from that column once per step (x rows padded by a window past K) and one
+// vpdpbusd multiplies all 64 slots; wsum[row] (the row's weight sum) removes the +128 again.
+//
+// 2:4 float32 (SpmmOps::sell_nm24_f32, 16 rows x 32 columns): every window of every slice is
+// present and has 2 * groups steps (16, fewer in a last partial window); step j's lanes take
+// group j/2 of the window, so a lane's column is 4*(j/2) + a 2-bit position: pos[(s*windows + win)*16
+// + l] holds lane l's positions, step j at bits 2j..2j+1. Values (explicit zeros kept) at
+// val[(s*K/2 + 16*win + j)*16 + l] -- i.e. step st = s*K/2 + 16*win + j. No index bytes: 4.25
+// bytes per value instead of 5.
 struct SpmmSell {
-  int rows = 16, win = 32;            // geometry: rows per slice (lanes), columns per window
-  const int64_t* run_ptr = nullptr;   // [slices + 1]
-  const int64_t* step_ptr = nullptr;  // [slices + 1]
-  const uint16_t* run_win = nullptr;  // [runs]
+  int rows = 16, win = 32, slots = 1;  // geometry: rows per slice (lanes), columns per window, slots
+  bool nm24 = false;
+  bool sliding = false;  // the quad geometry's sliding windows
+  const uint32_t* pos = nullptr;       // 2:4 only
+  const int64_t* run_ptr = nullptr;    // [slices + 1]
+  const int64_t* step_ptr = nullptr;   // [slices + 1]
+  const uint16_t* run_win = nullptr;   // [runs]
   const uint16_t* run_depth = nullptr;
-  const void* val = nullptr;          // [steps * 16] float32 or int8
-  const uint8_t* idx = nullptr;       // [steps * 16]
+  const uint16_t* step_win = nullptr;  // [steps]
+  const void* val = nullptr;           // [steps * rows * slots] float32 or int8
+  const uint8_t* idx = nullptr;        // [steps * rows * slots]
+  const int32_t* wsum = nullptr;       // [slices * rows] (int8 only; 0 past the last row)
 };
 // Rows of slices [s0, s1) (row < n) for mr (<= kSpmmVecRows) rows of x, each padded with zeros
 // to a multiple of 32 columns (leading dimension ldx): y[r*ldy + row] = x[r] . w[row].
@@ -98,8 +123,19 @@ using SpmmSellVecF32 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64
                                 int64_t ldx, int mr, float* y, int64_t ldy);
 using SpmmSellVecS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const int32_t* x,
                                int64_t ldx, int mr, int32_t* y, int64_t ldy);
+// The quad geometry: x holds quantized activations plus 128 as uint8 (mr <= kSpmmQuadRows rows,
+// each padded with 128 to at least K + 64 columns, leading dimension ldx); y[r*ldy + row] = the exact
+// int32 x[r] . w[row] with the +128 removed (acc - 128 * wsum[row]).
+constexpr int kSpmmQuadRows = 8;
+using SpmmSellQuadS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x,
+                                int64_t ldx, int mr, int32_t* y, int64_t ldy);
+
+// The smooth activations over a contiguous output slice, in place: act is 2 (gelu, erf form),
+// 3 (gelu_tanh) or 4 (silu) (SpmmAct in driver.h); within 1e-6 * (1 + |y|) of the scalar form.
+using SpmmActF32 = void (*)(float* y, int64_t n, int act);
 
 struct SpmmOps {
+  SpmmActF32 act_f32 = nullptr;  // optional: null -> the scalar activation in the driver
   SpmmCsrVecF32 csr_vec_f32 = nullptr;
   SpmmCsrVecS8 csr_vec_s8 = nullptr;
   SpmmCsrTileF32 csr_tile_f32 = nullptr;
@@ -110,6 +146,8 @@ struct SpmmOps {
   SpmmNm24TileS8 nm24_tile_s8 = nullptr;
   SpmmSellVecF32 sell_vec_f32 = nullptr;  // optional: null -> the CSR / 2:4 vec kernels
   SpmmSellVecS8 sell_vec_s8 = nullptr;
+  SpmmSellVecF32 sell_nm24_f32 = nullptr;  // optional: 2:4 float32 in the 16 x 32 positions layout
+  SpmmSellQuadS8 sell_quad_s8 = nullptr;  // optional: int8 in the 16 x 64 x 4 geometry (wins over sell_vec_s8)
   int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
   int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
   // Below density 0.2 the padded layout is kept only up to this many bytes (else the vec kernels).

@@ -45,9 +45,12 @@ class SparseWeights:
         nnz / (N * K) (0.0 for an empty shape).
     nbytes : int
         Bytes of packed storage (indices, values, positions and scales). Not included: on paths
-        with a sliced-windows kernel (AVX-512), the first :func:`spmm` call that benefits derives a
-        small-batch copy (16 rows x 32 columns per block, ~5 bytes (float32) or ~2 bytes (int8)
-        per slot, about 2x the nonzeros at 90% sparsity because of padding) and keeps it.
+        with a sliced-windows kernel (AVX2, AVX-512), the first :func:`spmm` call that benefits
+        derives a copy in the kernel's layout and keeps it. On AVX-512: unstructured float32, 16
+        rows x 32 columns per block, ~5 bytes per slot (about 2x the nonzeros at 90% sparsity,
+        padding); 2:4 float32, values plus 2-bit positions (~1x the stored bytes); int8 with VBMI,
+        16 rows x 4 values in 64-column sliding windows, 2 bytes per slot (~0.9x the stored bytes
+        at 90% sparsity).
     """
 
     __slots__ = ("_mat", "_nnz")
