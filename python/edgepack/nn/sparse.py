@@ -1,0 +1,305 @@
+"""Pruned layers that run on the sparse kernels (:func:`edgepack.kernels.spmm`).
+
+A :class:`SparseLinear` holds its weight packed as :class:`~edgepack.kernels.SparseWeights`
+(compressed rows or 2:4, float32 or int8 values) and saves it packed: the file stores the
+nonzeros and their indices, not the dense matrix, so a 90% pruned layer's file is ~6.7x (float32)
+smaller than the dense one.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from . import functional as F
+from .base import Module, register_layer
+from .layers import Linear
+
+__all__ = ["SparseLinear", "DENSITY_THRESHOLD", "sparsify", "quantize_sparse"]
+
+# Compressed rows beat the dense float32 matmul below roughly this density (the kernels' own
+# benchmark: ~2x at 75% sparsity, break-even near 35-40% nonzeros on AVX2/AVX-512); a layer just
+# under it gains little, so "auto" keeps a margin.
+DENSITY_THRESHOLD = 0.3
+
+_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
+_ARRAY_KEYS = ("values", "row_ptr", "col", "meta", "scale")
+
+
+def _kernels():
+    from .. import kernels
+
+    return kernels
+
+
+@register_layer
+class SparseLinear(Module):
+    """``act(x @ dense(W).T + bias)`` with W packed sparse; x [..., in_features] float32.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    format : {"unstructured", "2:4"}
+        Packing of the weight (see :func:`edgepack.kernels.pack_sparse`).
+    dtype : {"float32", "int8"}
+        Value type; int8 weights carry a float32 per-row scale and the kernel quantizes each input
+        row on the fly (like ``linear_int8``).
+    activation : {None, "relu", "gelu", "gelu_tanh", "silu"}
+        Fused into the kernel (prune fuses a ReLU that follows the layer in a Sequential).
+
+    Build one from a float layer with :meth:`from_linear` (or from a dense pruned matrix with
+    :meth:`from_weights`).  Tensors (``get_tensors``): ``values``, ``row_ptr`` + ``col``
+    (unstructured) or ``meta`` (2:4), ``scale`` (int8), ``bias``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 format: str = "unstructured", dtype: str = "float32", activation: str | None = None):
+        if format not in ("unstructured", "2:4"):
+            raise ValueError(f"format must be 'unstructured' or '2:4'; got {format!r}")
+        if dtype not in ("float32", "int8"):
+            raise ValueError(f"dtype must be 'float32' or 'int8'; got {dtype!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}")
+        if format == "2:4" and in_features % 4:
+            raise ValueError(f"format '2:4' needs in_features divisible by 4; got {in_features}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.format, self.dtype, self.activation = format, dtype, activation
+        w = np.zeros((self.out_features, self.in_features), np.float32 if dtype == "float32" else np.int8)
+        scale = np.ones(self.out_features, np.float32) if dtype == "int8" else None
+        self.sparse = _kernels().pack_sparse(w, format=format, scale=scale)
+        self.bias = np.zeros(self.out_features, np.float32) if bias else None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_weights(cls, weight, bias=None, *, format: str = "auto", activation: str | None = None
+                     ) -> "SparseLinear":
+        """Pack a dense pruned float32 weight [out, in] (zeros where pruned)."""
+        w = np.ascontiguousarray(weight, dtype=np.float32)
+        if w.ndim != 2:
+            raise ValueError(f"weight must have shape (out_features, in_features); got {w.shape}")
+        sw = _kernels().pack_sparse(w, format=format)
+        return cls._from_packed(sw, None if bias is None else np.asarray(bias, np.float32), activation)
+
+    @classmethod
+    def from_linear(cls, layer: Linear, *, format: str = "auto", activation: str | None = None
+                    ) -> "SparseLinear":
+        """A SparseLinear computing exactly what the (pruned) ``layer`` computes."""
+        if not isinstance(layer, Linear):
+            raise TypeError(f"layer must be an edgepack.nn.Linear; got {type(layer).__name__}")
+        return cls.from_weights(layer.weight, None if layer.bias is None else layer.bias.copy(),
+                                format=format, activation=activation)
+
+    @classmethod
+    def _from_packed(cls, sw, bias, activation):
+        obj = cls.__new__(cls)
+        obj.out_features, obj.in_features = sw.shape
+        obj.format = sw.format
+        obj.dtype = "int8" if sw.dtype == np.int8 else "float32"
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {activation!r}")
+        obj.activation = activation
+        obj.sparse = sw
+        if bias is not None and bias.shape != (sw.shape[0],):
+            raise ValueError(f"bias must have shape ({sw.shape[0]},); got {bias.shape}")
+        obj.bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+        return obj
+
+    def to_int8(self) -> "SparseLinear":
+        """A copy with int8 values (symmetric, one scale per output row, max|row| -> 127)."""
+        if self.dtype == "int8":
+            return copy.deepcopy(self)
+        w = self.sparse.to_dense()
+        amax = np.abs(w).max(axis=1)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+        sw = _kernels().pack_sparse(q, format=self.format, scale=scale)
+        return type(self)._from_packed(sw, None if self.bias is None else self.bias.copy(), self.activation)
+
+    def dense_weight(self) -> np.ndarray:
+        """The float32 weight [out, in] (dequantized for int8)."""
+        w = self.sparse.to_dense()
+        if self.dtype == "int8":
+            return w.astype(np.float32) * self.sparse.scale[:, None]
+        return w
+
+    # -- contract -------------------------------------------------------------------------------
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "format": self.format, "dtype": self.dtype,
+                "activation": self.activation}
+
+    def get_tensors(self):
+        a = self.sparse.to_arrays()
+        out = {k: a[k] for k in _ARRAY_KEYS if k in a}
+        if self.bias is not None:
+            out["bias"] = self.bias
+        return out
+
+    @classmethod
+    def from_config(cls, config, tensors):
+        cfg = dict(config)
+        try:
+            n, k = int(cfg["out_features"]), int(cfg["in_features"])
+            fmt, dtype = cfg.get("format", "unstructured"), cfg.get("dtype", "float32")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"SparseLinear config is incomplete or invalid: {e}") from None
+        if fmt not in ("unstructured", "2:4") or dtype not in ("float32", "int8"):
+            raise ValueError(f"SparseLinear config has format {fmt!r}, dtype {dtype!r}")
+        allowed = {"values", "bias", "scale"} | ({"row_ptr", "col"} if fmt == "unstructured" else {"meta"})
+        extra = sorted(set(tensors) - allowed)
+        if extra:
+            raise ValueError(f"SparseLinear has unexpected tensors {extra}")
+        if ("scale" in tensors) != (dtype == "int8"):
+            raise ValueError("SparseLinear 'scale' tensor must be present exactly for dtype 'int8'")
+        vals = np.asarray(tensors.get("values"))
+        if vals.dtype != (np.int8 if dtype == "int8" else np.float32):
+            raise ValueError(f"SparseLinear.values must be {dtype}; got {vals.dtype}")
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items() if k != "bias"}
+        arrays["format"] = np.array(fmt)
+        arrays["shape"] = np.array([n, k], np.int64)
+        sw = _kernels().SparseWeights.from_arrays(arrays)
+        bias = tensors.get("bias")
+        if bool(cfg.get("bias", True)) != (bias is not None):
+            raise ValueError("SparseLinear bias tensor does not match config['bias']")
+        if bias is not None:
+            bias = np.asarray(bias)
+            if bias.dtype != np.float32 or bias.shape != (n,):
+                raise ValueError(f"SparseLinear.bias must be float32 of shape ({n},); got {bias.dtype} {bias.shape}")
+        return cls._from_packed(sw, bias, cfg.get("activation"))
+
+    def num_parameters(self) -> int:
+        """Stored weights: the nonzeros (plus bias), not the index arrays."""
+        return int(self.sparse.nnz) + (0 if self.bias is None else int(self.bias.size))
+
+    def kernel_path(self) -> str:
+        fmt = "csr" if self.format == "unstructured" else "2:4"
+        dt = "f32" if self.dtype == "float32" else "int8"
+        return f"sparse {fmt} {dt} ({self.sparse.density:.0%} dense)"
+
+    def forward(self, x, **kw):
+        x = F.as_float32(x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have last dimension {self.in_features} (in_features); got shape {x.shape}")
+        lead = x.shape[:-1]
+        y = _kernels().spmm(np.ascontiguousarray(x.reshape(-1, self.in_features)), self.sparse,
+                            self.bias, self.activation)
+        return y.reshape(*lead, self.out_features)
+
+    def __deepcopy__(self, memo):
+        # SparseWeights is immutable: share it.
+        obj = type(self).__new__(type(self))
+        for k, v in self.__dict__.items():
+            object.__setattr__(obj, k, v if k == "sparse" else copy.deepcopy(v, memo))
+        return obj
+
+
+def _measure_faster(layer: Linear, sl: SparseLinear, repeats: int = 30) -> bool:
+    """True when ``sl`` beats the dense layer at batch 1 and batch 32 (median of ``repeats``)."""
+    import time
+
+    rng = np.random.default_rng(0)
+    for m in (1, 32):
+        x = rng.standard_normal((m, layer.in_features)).astype(np.float32)
+        best = []
+        for f in (layer, sl):
+            f(x)
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                f(x)
+                ts.append(time.perf_counter() - t0)
+            best.append(float(np.median(ts)))
+        if best[1] >= best[0]:
+            return False
+    return True
+
+
+def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_THRESHOLD,
+             fuse_activation: bool = True) -> Module:
+    """Replace pruned Linear layers by :class:`SparseLinear` where that is faster (in place).
+
+    Parameters
+    ----------
+    model : Module
+    mode : {"auto", "measure", "always", "never"}
+        ``"auto"``: density rule (unstructured density <= ``threshold``, or any 2:4-shaped weight
+        with density <= 0.5, whose vector kernel beats the dense matmul).  ``"measure"``: pack,
+        time both at batch 1 and 32, keep the faster.  ``"always"``: every Linear with zeros.
+    threshold : float
+        Density below which compressed rows are used under ``"auto"``.
+    fuse_activation : bool
+        Fuse a ReLU/SiLU/GELU that follows a converted layer in a Sequential into the kernel
+        (the activation layer becomes Identity).
+
+    Returns
+    -------
+    Module
+        ``model`` (or the replacement when ``model`` itself is a Linear).
+    """
+    from .containers import Sequential
+    from .layers import GELU, Identity, ReLU, SiLU
+
+    if mode not in ("auto", "measure", "always", "never"):
+        raise ValueError(f"mode must be 'auto', 'measure', 'always' or 'never'; got {mode!r}")
+    if mode == "never":
+        return model
+    kern = _kernels()
+    mods = dict(model.named_modules())
+    for name, m in list(mods.items()):
+        if type(m) is not Linear:
+            continue
+        w = m.weight
+        density = np.count_nonzero(w) / w.size
+        if density == 1.0 and mode != "always":
+            continue
+        is24 = w.shape[1] % 4 == 0 and not np.any(
+            np.count_nonzero(w.reshape(w.shape[0], -1, 4), axis=-1) > 2)
+        if mode == "auto" and not (density <= threshold or (is24 and density <= 0.5)):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = mods.get(parent_name) if name else None
+        act, act_idx = None, None
+        if fuse_activation and isinstance(parent, Sequential) and child.isdigit():
+            i = int(child) + 1
+            if i < len(parent.layers):
+                nxt = parent.layers[i]
+                if type(nxt) is ReLU:
+                    act = "relu"
+                elif type(nxt) is SiLU:
+                    act = "silu"
+                elif type(nxt) is GELU:
+                    act = "gelu" if getattr(nxt, "approximate", "none") == "none" else "gelu_tanh"
+                act_idx = i if act else None
+        sl = SparseLinear.from_weights(w, m.bias, format="2:4" if is24 and density > threshold else "auto")
+        if mode == "measure" and not _measure_faster(m, sl):
+            continue
+        sl.activation = act
+        if not name:
+            return sl
+        parent.set_child(child, sl)
+        if act_idx is not None:
+            parent.set_child(str(act_idx), Identity())
+    del kern
+    return model
+
+
+def quantize_sparse(model: Module) -> Module:
+    """Give every float32 :class:`SparseLinear` int8 values (per-row scales), in place.
+
+    ``edgepack.quantize`` converts dense Linear/Conv2d layers; this does the same for pruned
+    layers, which then run the int8 sparse kernel.  Returns ``model`` (or the replacement when
+    ``model`` itself is a SparseLinear).
+    """
+    if type(model) is SparseLinear:
+        return model.to_int8()
+    mods = dict(model.named_modules())
+    for name, m in mods.items():
+        if type(m) is SparseLinear and m.dtype == "float32" and name:
+            parent_name, _, child = name.rpartition(".")
+            mods[parent_name].set_child(child, m.to_int8())
+    return model
