@@ -64,11 +64,23 @@ def train(model, X, y, *, epochs=1, batch_size=64, lr=1e-3, seed=0, optimizer="a
     return {}
 
 
+def distill(teacher, student, X, y=None, *, epochs=1, seed=0, progress=False, **kw):
+    """Stand-in for edgepack.distill: trains on the teacher's argmax (or y) labels."""
+    if y is None:
+        y = np.asarray(teacher.predict(X)).argmax(-1)
+    return train(student, X, y, epochs=epochs, seed=seed)
+
+
 def install() -> None:
-    """Make ``edgepack.train`` importable with this trainer when the real one is missing."""
-    try:
-        import edgepack.train  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("edgepack.train")
-        mod.train = train
-        sys.modules["edgepack.train"] = mod
+    """Make ``edgepack.train`` / ``edgepack.distill`` importable with these stand-ins when the real
+    ones are missing."""
+    import edgepack
+
+    for name, fn in (("train", train), ("distill", distill)):
+        try:
+            __import__(f"edgepack.{name}")
+        except ImportError:
+            mod = types.ModuleType(f"edgepack.{name}")
+            setattr(mod, name, fn)
+            sys.modules[f"edgepack.{name}"] = mod
+            edgepack.__dict__.pop(name, None)
