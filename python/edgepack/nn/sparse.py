@@ -24,6 +24,9 @@ __all__ = ["SparseLinear", "DENSITY_THRESHOLD", "sparsify", "quantize_sparse"]
 # layers approach break-even).  "measure" decides per layer by timing instead.
 DENSITY_THRESHOLD = 0.4
 
+# Under "auto", layers with density between DENSITY_THRESHOLD and this are timed both ways.
+MEASURE_ABOVE = 0.7
+
 _ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
 _ARRAY_KEYS = ("values", "row_ptr", "col", "meta", "scale")
 
@@ -243,7 +246,8 @@ def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_TH
     model : Module
     mode : {"auto", "measure", "always", "never"}
         ``"auto"``: density rule (unstructured density <= ``threshold``, or any 2:4-shaped weight
-        with density <= 0.5, whose vector kernel beats the dense matmul).  ``"measure"``: pack,
+        with density <= 0.5, whose vector kernel beats the dense matmul; a density between
+        ``threshold`` and 0.7 is decided by timing both, as in ``"measure"``; above 0.7 stays dense).  ``"measure"``: pack,
         time both at batch 1 and 32, keep the faster.  ``"always"``: every Linear with zeros.
     threshold : float
         Density below which compressed rows are used under ``"auto"``.
@@ -274,8 +278,12 @@ def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_TH
             continue
         is24 = w.shape[1] % 4 == 0 and not np.any(
             np.count_nonzero(w.reshape(w.shape[0], -1, 4), axis=-1) > 2)
+        probe = False
         if mode == "auto" and not (density <= threshold or (is24 and density <= 0.5)):
-            continue
+            if density > MEASURE_ABOVE:
+                continue
+            probe = True  # between the rules: small layers often still gain, large ones may not
+
         parent_name, _, child = name.rpartition(".")
         parent = mods.get(parent_name) if name else None
         act, act_idx = None, None
@@ -291,7 +299,7 @@ def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_TH
                     act = "gelu" if getattr(nxt, "approximate", "none") == "none" else "gelu_tanh"
                 act_idx = i if act else None
         sl = SparseLinear.from_weights(w, m.bias, format="2:4" if is24 and density > threshold else "auto")
-        if mode == "measure" and not _measure_faster(m, sl):
+        if (mode == "measure" or probe) and not _measure_faster(m, sl):
             continue
         sl.activation = act
         if not name:
