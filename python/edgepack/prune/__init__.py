@@ -8,3 +8,20 @@ from ..nn.sparse import SparseLinear, quantize_sparse, sparsify
 
 __all__ = ["prune", "sensitivity", "SensitivityResult", "cubic_schedule", "magnitude_masks", "nm_mask",
            "unit_scores", "STRUCTURES", "SparseLinear", "sparsify", "quantize_sparse"]
+
+
+def _callable_module() -> None:
+    # `import edgepack.prune` (or `from edgepack.prune import ...`) makes the attribute
+    # edgepack.prune this module rather than the function the lazy table promises; a module whose
+    # call is prune() keeps `edgepack.prune(model, ...)` working either way.
+    import sys
+    import types
+
+    class _PruneModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return prune(*args, **kwargs)
+
+    sys.modules[__name__].__class__ = _PruneModule
+
+
+_callable_module()

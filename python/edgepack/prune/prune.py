@@ -81,7 +81,13 @@ def _drop_masks(model: Module) -> None:
 def _fine_tune(model: Module, data, epochs: int, train_kw: dict) -> None:
     if data is None or epochs <= 0:
         return
-    from ..train import train  # imported here: edgepack.train is only needed when fine-tuning
+    import edgepack
+
+    # Through the package's lazy attribute (not `from ..train import train`), which would leave
+    # edgepack.train bound to the module instead of the function on first import.
+    train = edgepack.train
+    if not callable(train) and hasattr(train, "train"):
+        train = train.train
 
     x, y = data
     train(model, x, y, epochs=epochs, **train_kw)
