@@ -8,7 +8,7 @@ import pytest
 
 import edgepack as ep
 from edgepack import nn
-from edgepack.nn.sparse import SparseLinear, quantize_sparse, sparsify
+from edgepack.nn.sparse import SparseConv2d, SparseLinear, quantize_sparse, sparsify
 from edgepack.prune import cubic_schedule, magnitude_masks, nm_mask
 from edgepack.prune.masks import lamp_scores
 
@@ -29,11 +29,12 @@ def mlp(sizes, seed=0):
 
 
 def dense_of(layer):
-    return layer.dense_weight() if isinstance(layer, SparseLinear) else layer.weight
+    return layer.dense_weight() if hasattr(layer, "dense_weight") else layer.weight
 
 
 def weights(model):
-    return {n: dense_of(m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, SparseLinear, nn.Conv2d))}
+    kinds = (nn.Linear, SparseLinear, nn.Conv2d, SparseConv2d)
+    return {n: dense_of(m) for n, m in model.named_modules() if isinstance(m, kinds)}
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,43 @@ def test_sparsify_modes_and_fused_relu(rng):
     assert q[0].dtype == "int8"
     with pytest.raises(ValueError, match="mode"):
         sparsify(model, mode="fast")
+
+
+@pytest.mark.parametrize("geom", [dict(kernel_size=3, padding=1), dict(kernel_size=1),
+                                  dict(kernel_size=(2, 3), stride=2, padding=(0, 1, 2, 1), dilation=2)])
+def test_sparse_conv2d_both_runs_match_dense(rng, tmp_path, geom):
+    conv = nn.Conv2d(5, 7, **geom)
+    conv.weight[rng.random(conv.weight.shape) < 0.85] = 0
+    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    ref = np.maximum(conv(x), 0)
+    for run in ("sparse", "dense"):
+        sc = SparseConv2d.from_conv(conv, run=run, activation="relu")
+        np.testing.assert_allclose(sc(x), ref, rtol=1e-5, atol=1e-5)
+        ep.save(nn.Sequential(sc), tmp_path / "c.ep")
+        back = ep.load(tmp_path / "c.ep")[0]
+        assert type(back) is SparseConv2d and back.run == run
+        assert np.array_equal(back(x), sc(x))
+        assert np.array_equal(back.dense_weight(), conv.weight)
+    assert sc.kernel_path().startswith("numpy f32 (stored csr f32")
+    q = SparseConv2d.from_conv(conv).to_int8()
+    np.testing.assert_allclose(q(x), conv(x), atol=0.05 * np.abs(conv(x)).max())
+    with pytest.raises(ValueError, match="groups"):
+        SparseConv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
+
+
+def test_prune_cnn_stores_convs_sparse(rng, tmp_path):
+    nn.seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.GlobalAvgPool2d(), nn.Linear(16, 4))
+    p = ep.prune(model, 0.9, scope="layer", skip=("5",))
+    assert type(p[0]) is SparseConv2d and type(p[2]) is SparseConv2d and p[2].run == "dense"
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    masked = ep.prune(model, 0.9, scope="layer", skip=("5",), sparse_kernels="never")
+    np.testing.assert_allclose(p(x), masked(x), rtol=1e-5, atol=1e-6)
+    ep.save(p, tmp_path / "p.ep")
+    ep.save(model, tmp_path / "m.ep")
+    assert os.path.getsize(tmp_path / "p.ep") < 0.4 * os.path.getsize(tmp_path / "m.ep")
+    assert "stored csr f32" in p.summary((1, 3, 6, 6), print_fn=None)
 
 
 # -- prune ----------------------------------------------------------------------------------------
