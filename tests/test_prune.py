@@ -386,3 +386,16 @@ def test_sensitivity_table_and_plot(digits, teacher, tmp_path):
     assert set(ns.drops) == {"0", "2", "4"}
     with pytest.raises(ValueError, match="sparsities"):
         ep.sensitivity(teacher, xte, yte, sparsities=(1.5,))
+
+
+def test_prune_transformer_layers_round_trip(rng, tmp_path):
+    nn.seed(2)
+    model = nn.Sequential(nn.TransformerEncoderLayer(32, 4, 64), nn.Linear(32, 3))
+    x = rng.standard_normal((2, 5, 32)).astype(np.float32)
+    p = ep.prune(model, 0.9, scope="layer")
+    kinds = {n: type(m).__name__ for n, m in p.named_modules()}
+    assert kinds["0.linear1"] == kinds["0.self_attn.q_proj"] == "SparseLinear"
+    masked = ep.prune(model, 0.9, scope="layer", sparse_kernels="never")
+    np.testing.assert_allclose(p(x), masked(x), rtol=1e-4, atol=1e-5)
+    ep.save(p, tmp_path / "t.ep")
+    assert np.array_equal(ep.load(tmp_path / "t.ep")(x), p(x))
