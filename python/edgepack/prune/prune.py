@@ -325,6 +325,11 @@ def prune(model: Module, sparsity: float, *, structure: str = "unstructured", sc
                 masks = magnitude_masks({n: m.weight for n, m in layers.items()}, s, scope, criterion)
             _set_masks(layers, masks)
             last = step == len(fractions) - 1
+            if last and structure == "unstructured" and scope == "global" and len(layers) > 1:
+                gone = [n for n, mk in masks.items() if mk.mean() < 0.01]
+                if gone:
+                    warnings.warn(f"prune: global magnitude pruning kept under 1% of the weights of layer(s) "
+                                  f"{gone}; criterion='lamp' or scope='layer' spreads the pruning", stacklevel=2)
             _fine_tune(pruned, fine_tune, final_epochs if last else epochs, train_kw)
         _drop_masks(pruned)
         pruned = sparsify(pruned, mode=sparse_kernels, threshold=DENSITY_THRESHOLD)
@@ -432,10 +437,12 @@ def sensitivity(model: Module, X, y, sparsities=(0.25, 0.5, 0.75, 0.9), *, struc
     sps = [float(s) for s in sparsities]
     if not sps or any(not 0.0 <= s < 1.0 for s in sps):
         raise ValueError(f"sparsities must be numbers in [0, 1); got {sparsities!r}")
-    kinds = (Linear, Conv2d) if structure == "unstructured" else ((Linear,) if structure == "neurons" else (Conv2d,))
     work = copy.deepcopy(model)
     work.eval()
-    layers = _targets(work, kinds, skip)
+    if structure == "unstructured":
+        layers = _targets(work, (Linear, Conv2d), skip)
+    else:  # only units prune() can remove (not the classifier's outputs)
+        layers = {g.name: g.producer for g in _groups(work, Linear if structure == "neurons" else Conv2d, skip)}
     if not layers:
         raise ValueError("no layer to analyse")
     base = _accuracy(work, X, y, batch_size)
