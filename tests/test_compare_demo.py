@@ -51,7 +51,7 @@ def _models(rng):
 
 def test_compare_table(rng, tmp_path):
     big, small, x, y = _models(rng)
-    pruned = ep.prune(big, 0.9)
+    pruned = ep.prune(big, 0.9, scope="layer")
     c = ep.compare({"big": big, "small": small, "pruned": pruned}, x, y, batch_sizes=(1, 32), min_time=0.01)
     assert [r["name"] for r in c.rows] == ["big", "small", "pruned"]
     assert c["big"]["accuracy"] == 1.0
