@@ -84,7 +84,8 @@ def test_magnitude_masks_global_and_layer(rng):
     assert lm["t"].sum() >= 1
     assert magnitude_masks({"a": a, "t": tiny}, 0.9)["t"].sum() == 0
     with pytest.warns(UserWarning, match="lamp"):
-        ep.prune(nn.Sequential(nn.Linear.from_weights(a), nn.ReLU(), nn.Linear.from_weights(1e-4 * a[:, :30].T.copy())), 0.5)
+        small_last = nn.Linear.from_weights(1e-4 * a[:, :30].T.copy())
+        ep.prune(nn.Sequential(nn.Linear.from_weights(a), nn.ReLU(), small_last), 0.5)
     s = lamp_scores(a)
     assert s.max() == pytest.approx(1.0)
     assert np.array_equal(np.argsort(s.ravel(), kind="stable"), np.argsort(np.abs(a).ravel(), kind="stable"))

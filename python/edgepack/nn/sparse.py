@@ -419,8 +419,8 @@ def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_TH
     mode : {"auto", "measure", "always", "never"}
         ``"auto"``: density rule (unstructured density <= ``threshold``, or any 2:4-shaped weight
         with density <= 0.5, whose vector kernel beats the dense matmul; a density between
-        ``threshold`` and 0.7 is decided by timing both, as in ``"measure"``; above 0.7 stays dense).  ``"measure"``: pack,
-        time both at batch 1 and 32, keep the faster.  ``"always"``: every Linear with zeros.
+        ``threshold`` and 0.7 is decided by timing both, as in ``"measure"``; above 0.7 stays
+        dense).  ``"measure"``: pack, time both at batch 1 and 32, keep the faster.  ``"always"``: every Linear with zeros.
     threshold : float
         Density below which compressed rows are used under ``"auto"``.
     fuse_activation : bool
@@ -439,7 +439,6 @@ def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_TH
         raise ValueError(f"mode must be 'auto', 'measure', 'always' or 'never'; got {mode!r}")
     if mode == "never":
         return model
-    kern = _kernels()
     mods = dict(model.named_modules())
     for name, m in list(mods.items()):
         is_conv = type(m) is Conv2d and m.groups == 1
@@ -484,7 +483,6 @@ def sparsify(model: Module, *, mode: str = "auto", threshold: float = DENSITY_TH
         parent.set_child(child, sl)
         if act_idx is not None:
             parent.set_child(str(act_idx), Identity())
-    del kern
     return model
 
 

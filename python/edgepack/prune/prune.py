@@ -266,7 +266,8 @@ def prune(model: Module, sparsity: float, *, structure: str = "unstructured", sc
     sparse_kernels : {"auto", "measure", "always", "never"}
         Which pruned Linear layers become :class:`~edgepack.nn.sparse.SparseLinear` (running
         :func:`edgepack.kernels.spmm` and saved packed): by density rule (``"auto"``: density
-        <= 0.4, or 2:4; 0.4-0.7 timed both ways; denser stays dense), by timing both (``"measure"``), all, or none.  ``summary()`` shows each
+        <= 0.4, or 2:4; 0.4-0.7 timed both ways; denser stays dense), by timing both
+        (``"measure"``), all, or none.  ``summary()`` shows each
         layer's kernel.
 
     Returns
