@@ -325,6 +325,18 @@ def test_gradual_masks_held_fixed_during_fine_tuning(rng, monkeypatch):
     assert nz == total - round(0.8 * total)  # masks re-applied after the last fine-tune
     with pytest.raises(ValueError, match="fine_tune"):
         ep.prune(model, 0.5, schedule="gradual")
+    calls = []
+
+    def custom(m, epochs):  # e.g. distillation from a teacher
+        calls.append((epochs, all(lay.__dict__.get("weight_mask") is not None for lay in (m[0], m[2]))))
+        m[0].weight = m[0].weight + 1.0
+
+    p = ep.prune(model, 0.5, schedule="gradual", steps=2, epochs=3, final_epochs=1, fine_tune=custom,
+                 sparse_kernels="never")
+    assert calls == [(3, True), (1, True)]
+    assert sum(np.count_nonzero(w) for w in weights(p).values()) == total - round(0.5 * total)
+    with pytest.raises(TypeError, match="fine_tune"):
+        ep.prune(model, 0.5, fine_tune=np.zeros(3))
 
 
 def test_prune_argument_errors():

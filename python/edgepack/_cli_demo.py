@@ -64,9 +64,12 @@ def pipeline(x_train, y_train, *, seed: int = 0, teacher_sizes=TEACHER, student_
     log(f"  distilled student {'-'.join(map(str, student_sizes))} ({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
+    def fine_tune(model, epochs):  # keep learning from the teacher while the masks tighten
+        distill(teacher, model, x_train, y_train, epochs=epochs, seed=seed, progress=False)
+
     pruned = prune(student, sparsity, schedule="gradual", steps=prune_steps, epochs=prune_epochs,
-                   fine_tune=(x_train, y_train), seed=seed)
-    log(f"  pruned {sparsity:.0%} of the student's weights, gradually, with fine-tuning "
+                   fine_tune=fine_tune)
+    log(f"  pruned {sparsity:.0%} of the student's weights, gradually, distilling between steps "
         f"({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()

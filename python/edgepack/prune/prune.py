@@ -81,6 +81,11 @@ def _drop_masks(model: Module) -> None:
 def _fine_tune(model: Module, data, epochs: int, train_kw: dict) -> None:
     if data is None or epochs <= 0:
         return
+    if callable(data):
+        data(model, epochs)
+        _reapply_masks(model)
+        model.eval()
+        return
     import edgepack
 
     # Through the package's lazy attribute (not `from ..train import train`), which would leave
@@ -256,9 +261,11 @@ def prune(model: Module, sparsity: float, *, structure: str = "unstructured", sc
         (:func:`~edgepack.prune.schedule.cubic_schedule`), fine-tuning ``epochs`` epochs on
         ``fine_tune`` after each, with the masks held fixed.  None: one shot (then fine-tuned
         ``final_epochs`` epochs if ``fine_tune`` is given).
-    fine_tune : (X, y), optional
+    fine_tune : (X, y) or callable, optional
         Training data for :func:`edgepack.train`; during fine-tuning each pruned layer carries
-        ``weight_mask`` (float32, 1 = kept) so the optimizer keeps pruned weights at zero.
+        ``weight_mask`` (float32, 1 = kept) so the optimizer keeps pruned weights at zero.  A
+        callable ``fine_tune(model, epochs)`` trains in place instead (e.g. with
+        :func:`edgepack.distill` from a teacher); masks are re-applied after it returns.
     epochs, final_epochs : int
         Fine-tuning epochs after each gradual step, and after the last step (default ``epochs``).
     lr, batch_size, optimizer, seed, progress, train_kwargs
@@ -296,8 +303,9 @@ def prune(model: Module, sparsity: float, *, structure: str = "unstructured", sc
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if schedule == "gradual" and fine_tune is None:
         raise ValueError("schedule='gradual' needs fine_tune=(X, y): it fine-tunes between steps")
-    if fine_tune is not None and (not isinstance(fine_tune, (tuple, list)) or len(fine_tune) != 2):
-        raise TypeError("fine_tune must be a pair (X, y)")
+    if fine_tune is not None and not callable(fine_tune) and (
+            not isinstance(fine_tune, (tuple, list)) or len(fine_tune) != 2):
+        raise TypeError("fine_tune must be a pair (X, y) or a callable fine_tune(model, epochs)")
     final_epochs = epochs if final_epochs is None else final_epochs
     train_kw = {"lr": lr, "batch_size": batch_size, "optimizer": optimizer, "seed": seed,
                 "progress": progress, **(train_kwargs or {})}
