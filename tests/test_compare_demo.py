@@ -10,10 +10,6 @@ import edgepack as ep
 from edgepack import nn
 from edgepack.cli import main as cli
 
-sys.path.insert(0, os.path.dirname(__file__))
-import _prune_fallback_train  # noqa: E402
-
-_prune_fallback_train.install()  # only takes effect while edgepack.train/distill are missing
 
 
 def test_bundled_digits_and_split():

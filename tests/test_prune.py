@@ -12,10 +12,6 @@ from edgepack.nn.sparse import SparseConv2d, SparseLinear, quantize_sparse, spar
 from edgepack.prune import cubic_schedule, magnitude_masks, nm_mask
 from edgepack.prune.masks import lamp_scores
 
-sys.path.insert(0, os.path.dirname(__file__))
-import _prune_fallback_train  # noqa: E402
-
-_prune_fallback_train.install()  # only takes effect while edgepack.train/distill are missing
 
 
 def mlp(sizes, seed=0):
