@@ -19,27 +19,15 @@ import argparse
 import contextlib
 import os
 import tempfile
-import time
 
 import numpy as np
+
+from . import best_time
 
 SHAPES = ("1x768x768", "1x4096x4096", "16x768x3072", "128x384x1536", "128x1536x384", "1024x1024x1024")
 
 
-def _time(fn, min_time: float, repeats: int) -> float:
-    """Best-of-`repeats` seconds per call; each repeat lasts about min_time."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    calls = max(1, int(min_time / once))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best
+_time = best_time
 
 
 def blas_threads(n: int):

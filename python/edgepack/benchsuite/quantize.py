@@ -8,28 +8,16 @@ alternation with each kernel's one-thread run, and that rate as a percentage of 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+
+from . import best_time
 
 DEFAULT_SHAPES = ("4096x4096", "128x4096")
 F32 = np.float32
 
 
-def _time(fn, min_time: float, repeats: int) -> float:
-    """Best-of-`repeats` seconds per call; each repeat runs the call enough times to last min_time."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    calls = max(1, int(min_time / once))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best
+_time = best_time
 
 
 # ---- the NumPy references (ONNX formulas, float32) ----------------------------------------------

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 import numpy as np
+
+from . import best_time
 
 DEFAULT_SHAPES = ("4096x4096", "3072x768")
 DEFAULT_MS = (1, 32, 128)
@@ -27,20 +28,7 @@ def _one_thread():
     return threadpool_limits(1)
 
 
-def _time(fn, min_time: float, repeats: int) -> float:
-    """Best-of-`repeats` seconds per call; each repeat runs the call enough times to last min_time."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    calls = max(1, int(min_time / once))
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best
+_time = best_time
 
 
 def _random_pruned(rng, n, k, sparsity):
