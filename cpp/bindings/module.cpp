@@ -8,6 +8,7 @@ void bind_runtime(py::module_& m);
 void bind_quantize(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_sparse(py::module_& m);
+void bind_attn(py::module_& m);
 }  // namespace edgepack::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   edgepack::bindings::bind_quantize(m);
   edgepack::bindings::bind_gemm(m);
   edgepack::bindings::bind_sparse(m);
+  edgepack::bindings::bind_attn(m);
 }

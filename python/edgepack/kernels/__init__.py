@@ -10,5 +10,7 @@ from ._gemm import *  # noqa: F401,F403
 from ._gemm import __all__ as _g_all
 from ._sparse import *  # noqa: F401,F403
 from ._sparse import __all__ as _s_all
+from ._attn import *  # noqa: F401,F403
+from ._attn import __all__ as _a_all
 
-__all__ = [*_q_all, *_g_all, *_s_all]
+__all__ = [*_q_all, *_g_all, *_s_all, *_a_all]

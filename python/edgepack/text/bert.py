@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernels import attention as _attention, attention_is_vectorized as _attention_vectorized
 from ..nn import GELU, Embedding, LayerNorm, Linear, Module, register_layer
 
 __all__ = ["BertConfig", "BertModel", "BertEmbeddings", "BertSelfAttention", "BertLayer",
@@ -280,6 +281,10 @@ class BertSelfAttention(Module):
         """
         n = qkv.shape[0]
         d, h = self.hidden_size, self.num_heads
+        if _attention_vectorized():
+            # the C++ kernel: (sequence, head) tasks on the pool; 0.23 vs 0.36 ms for a 128-token
+            # MiniLM layer on one thread (Zen 5, AVX-512), and it runs on every thread
+            return _attention(np.ascontiguousarray(qkv, np.float32), np.asarray(offsets, np.int64), h)
         dh = d // h
         ctx = np.empty((n, d), np.float32)
         for i in range(len(offsets) - 1):

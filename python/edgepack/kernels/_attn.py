@@ -1,0 +1,50 @@
+"""Scaled-dot-product attention over packed sequences (the float core of a transformer layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+
+__all__ = ["attention", "attention_is_vectorized"]
+
+
+def attention(qkv: np.ndarray, offsets, num_heads: int, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``softmax(q k^T) v`` per sequence and head, for sequences packed without padding.
+
+    Parameters
+    ----------
+    qkv : numpy.ndarray of float32, shape (N, 3 * D), C-contiguous (a strided view is copied once)
+        Row ``t`` is token ``t``'s query, key and value, each ``D = num_heads * head_dim`` wide
+        and split into heads in order (the layout of a fused QKV projection).  The query must
+        already be scaled by ``1 / sqrt(head_dim)``.
+    offsets : array of int64, shape (S + 1,)
+        Sequence ``s`` is rows ``offsets[s]:offsets[s + 1]``; ``offsets[0] == 0``,
+        ``offsets[-1] == N``, non-decreasing.  Tokens attend only within their sequence.
+    num_heads : int
+        ``D`` must be divisible by it.
+    out : numpy.ndarray of float32, shape (N, D), optional
+        Written in place and returned.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (N, D)
+        The context vectors, heads interleaved like the input.  Float rounding differs from a
+        float64 reference by about 1e-6 relative (a vectorized exp, other summation orders);
+        results do not depend on the thread count.
+
+    Raises
+    ------
+    TypeError
+        ``qkv`` not float32, ``offsets`` not int64, ``num_heads`` not an int.
+    ValueError
+        Shapes that do not fit (columns not 3 * D, D not divisible by ``num_heads``), bad
+        ``offsets``, ``out`` of the wrong shape.
+    """
+    return _core.attention(qkv, offsets, num_heads, out)
+
+
+def attention_is_vectorized() -> bool:
+    """True when the active kernel path has a SIMD attention kernel (AVX-512 today); elsewhere
+    the scalar reference runs, slower than NumPy's batched matmuls, and edgepack.text uses NumPy."""
+    return bool(_core.attention_vectorized())
