@@ -249,9 +249,16 @@ class OrtEncoder:
 # timing
 
 
-def _time_interleaved(fns: dict, min_time: float, min_reps: int = 3) -> dict:
-    """Median seconds per call of each function, measured round-robin (one call of each in
-    turn) so that load from other processes hits every runtime alike.  One warm-up each."""
+def _time_interleaved(fns: dict, min_time: float, min_reps: int = 3, block: float = 0.3,
+                     settle: float = 0.1) -> dict:
+    """Median seconds per call of each function, measured round-robin in blocks of about `block`
+    seconds, so that load from other processes hits every runtime alike.
+
+    Calls that start within `settle` seconds of a block's start are not counted: onnxruntime's
+    workers keep spinning for about 50 ms after its last call returns (measured here: a 2-thread
+    edgepack call right after one takes 8-10 ms instead of 4), and that would time the next
+    runtime against a core busy with another runtime's spin-wait.  edgepack's workers sleep
+    within microseconds, so the rule can only help onnxruntime's neighbour.  One warm-up each."""
     for fn in fns.values():
         fn()
     times = {k: [] for k in fns}
@@ -259,9 +266,15 @@ def _time_interleaved(fns: dict, min_time: float, min_reps: int = 3) -> dict:
     while (min(len(v) for v in times.values()) < min_reps
            or time.perf_counter() - start < min_time * len(fns)):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            t_block = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                if t0 - t_block >= settle:
+                    times[k].append(t1 - t0)
+                if t1 - t_block >= block and t0 - t_block >= settle:
+                    break
     return {k: statistics.median(v) for k, v in times.items()}
 
 
