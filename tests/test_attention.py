@@ -102,3 +102,51 @@ def test_errors_name_the_argument():
         attention(np.zeros(24, np.float32), off, 2)
     with pytest.raises(ValueError, match="out must have shape"):
         attention(qkv, off, 2, out=np.zeros((4, 9), np.float32))
+
+
+# ---- layer_norm (the other float kernel of a transformer block) ---------------------------------
+
+from edgepack.kernels import layer_norm  # noqa: E402
+
+
+@pytest.mark.parametrize("m,d", [(5, 384), (3, 7), (130, 33), (1, 1), (0, 16), (2, 1000)])
+def test_layer_norm_matches_float64(isa, m, d):
+    rng = np.random.default_rng(m * 1000 + d)
+    x = (rng.standard_normal((m, d)) * 3 + 1).astype(np.float32)
+    r = rng.standard_normal((m, d)).astype(np.float32)
+    w = rng.standard_normal(d).astype(np.float32)
+    b = rng.standard_normal(d).astype(np.float32)
+    for res in (None, r):
+        t = x.astype(np.float64) + (0 if res is None else res)
+        ref = (t - t.mean(1, keepdims=True)) / np.sqrt(t.var(1, keepdims=True) + 1e-5) * w + b
+        got = layer_norm(x, w, b, 1e-5, residual=res)
+        # float32 sums of up to 1000 terms: a few ulps of the normalised values (|w| <~ 4)
+        np.testing.assert_allclose(got, ref, atol=5e-6 * max(1, np.sqrt(d)) * max(1, np.abs(w).max()))
+
+
+def test_layer_norm_in_place_and_rows_independent():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((64, 96)).astype(np.float32)
+    r = rng.standard_normal((64, 96)).astype(np.float32)
+    w, b = np.ones(96, np.float32), np.zeros(96, np.float32)
+    full = layer_norm(x, w, b, 1e-12, residual=r)
+    one = layer_norm(x[7:8], w, b, 1e-12, residual=r[7:8])
+    np.testing.assert_array_equal(full[7:8], one)
+    y = x.copy()
+    assert layer_norm(y, w, b, 1e-12, residual=r, out=y) is y
+    np.testing.assert_array_equal(y, full)
+
+
+def test_layer_norm_errors():
+    x = np.zeros((2, 4), np.float32)
+    w = np.ones(4, np.float32)
+    with pytest.raises(TypeError, match="x must be float32"):
+        layer_norm(x.astype(np.float64), w, w)
+    with pytest.raises(ValueError, match="weight must have shape \\(4,\\)"):
+        layer_norm(x, np.ones(5, np.float32), w)
+    with pytest.raises(ValueError, match="residual must have shape"):
+        layer_norm(x, w, w, residual=np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        layer_norm(x, w, w, eps=-1.0)
+    with pytest.raises(ValueError, match="out must have shape"):
+        layer_norm(x, w, w, out=np.zeros((3, 4), np.float32))

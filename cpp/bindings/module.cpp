@@ -9,6 +9,7 @@ void bind_quantize(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_sparse(py::module_& m);
 void bind_attn(py::module_& m);
+void bind_norm(py::module_& m);
 }  // namespace edgepack::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
   edgepack::bindings::bind_gemm(m);
   edgepack::bindings::bind_sparse(m);
   edgepack::bindings::bind_attn(m);
+  edgepack::bindings::bind_norm(m);
 }

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import _core
 
-__all__ = ["attention", "attention_is_vectorized"]
+__all__ = ["attention", "attention_is_vectorized", "layer_norm"]
 
 
 def attention(qkv: np.ndarray, offsets, num_heads: int, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -48,3 +48,35 @@ def attention_is_vectorized() -> bool:
     """True when the active kernel path has a SIMD attention kernel (AVX-512 today); elsewhere
     the scalar reference runs, slower than NumPy's batched matmuls, and edgepack.text uses NumPy."""
     return bool(_core.attention_vectorized())
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5, *,
+               residual: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """LayerNorm over the last axis, with an optional residual added first (post-LN blocks).
+
+    ``t = x + residual``; ``out = (t - mean(t)) / sqrt(var(t) + eps) * weight + bias``, the
+    biased variance taken around the mean (two passes).
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float32, shape (M, D)
+    weight, bias : numpy.ndarray of float32, shape (D,)
+    eps : float >= 0
+    residual : numpy.ndarray of float32, shape (M, D), optional
+    out : numpy.ndarray of float32, shape (M, D), C-contiguous, optional
+        Written in place and returned; may be ``x`` or ``residual`` itself.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (M, D)
+        Within a few float32 ulps of the NumPy formula (other summation orders); each row's
+        result depends on that row only, at any thread count.
+
+    Raises
+    ------
+    TypeError
+        A non-float32 array.
+    ValueError
+        Shapes that do not match, eps negative or not finite.
+    """
+    return _core.layer_norm(x, weight, bias, float(eps), residual, out)
