@@ -438,7 +438,7 @@ def _structured(c: Choices, K) -> None:
     if c.int(3) == 0:
         a[...] = -128
     x = (rng.standard_normal((m, k)) * c.pick([1.0, 1e-30, 1e30, 3.0])).astype(np.float32)
-    fn = c.pick(["gemm_int8", "linear_int8", "spmm", "quantize_rows", "quantize"])
+    fn = c.pick(["gemm_int8", "linear_int8", "spmm", "quantize_rows", "quantize", "attention", "layer_norm"])
     if not hasattr(K, fn):
         return
     try:
@@ -468,6 +468,18 @@ def _structured(c: Choices, K) -> None:
             K.spmm(_perturb(c, x), sw, bias=None, activation=c.pick([None, "relu"]))
         elif fn == "quantize_rows":
             K.quantize_rows(_perturb(c, x))
+        elif fn == "attention":
+            heads = c.pick([1, 2, 3, 0, -1])
+            cuts = np.sort(rng.integers(0, m + 1, size=c.int(4)))
+            offsets = np.r_[0, cuts, m].astype(c.pick([np.int64, np.int64, np.int32]))
+            if c.int(4) == 0:
+                offsets[c.int(len(offsets))] += c.pick([-1, 1, 1 << 20])
+            qkv = (rng.standard_normal((m, 3 * k)) * c.pick([1.0, 1e3, 1e30])).astype(np.float32)
+            K.attention(_perturb(c, qkv), offsets, heads)
+        elif fn == "layer_norm":
+            wn = _perturb(c, rng.standard_normal(k).astype(np.float32))
+            res = _perturb(c, x) if c.int(2) else None
+            K.layer_norm(_perturb(c, x), wn, wn, eps=c.pick([1e-5, 0.0, -1.0, float("nan")]), residual=res)
         elif fn == "quantize":
             K.quantize(_perturb(c, x), c.pick([0.1, 1e-30, 0.0, -1.0, np.float32(0.5)]),
                        zero_point=c.pick([None, 0, 3, 300]), axis=c.pick([None, 0, 1, -1, 2]),

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -122,6 +123,8 @@ inline void raise_if_bad(const Status& st, const char* name) {
     case StatusCode::out_of_range:
       throw py::value_error(std::string(name) + " has a value out of the allowed range at flat index " +
                             std::to_string(st.index));
+    case StatusCode::out_of_memory:
+      throw std::bad_alloc();  // pybind11 raises MemoryError
   }
 }
 

@@ -5,7 +5,7 @@
 
 namespace edgepack {
 
-enum class StatusCode : int { ok = 0, non_finite = 1, out_of_range = 2 };
+enum class StatusCode : int { ok = 0, non_finite = 1, out_of_range = 2, out_of_memory = 3 };
 
 struct Status {
   StatusCode code = StatusCode::ok;

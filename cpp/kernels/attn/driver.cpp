@@ -1,4 +1,5 @@
 // Attention over packed sequences: (sequence, head) tasks on the pool, scratch per thread.
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -29,17 +30,23 @@ Status attention(const float* qkv, int64_t n, int64_t d, int64_t heads, const in
   const int64_t total = nseq * heads;
   const int64_t flops = n * max_len * d * 4;
   const int max_threads = flops < (int64_t(1) << 21) ? 1 : 0;
+  std::atomic<bool> no_memory{false};
   parallel_for(total, [&](int64_t t) {
     const int64_t s = t / heads, h = t % heads;
     const int64_t start = offsets[s], L = offsets[s + 1] - start;
     if (L <= 0) return;
     Scratch& sc = tl_scratch;
-    if (sc.kt.size() < size_t(2 * dh * lp)) sc.kt.resize(size_t(2 * dh * lp));
-    if (sc.p.size() < size_t(lp * (lp + 1))) sc.p.resize(size_t(lp * (lp + 1)));
+    try {  // a task must not throw: a long sequence's scratch (L^2 floats) may not fit
+      if (sc.kt.size() < size_t(2 * dh * lp)) sc.kt.resize(size_t(2 * dh * lp));
+      if (sc.p.size() < size_t(lp * (lp + 1))) sc.p.resize(size_t(lp * (lp + 1)));
+    } catch (...) {
+      no_memory.store(true, std::memory_order_relaxed);
+      return;
+    }
     const float* base = qkv + start * ld + h * dh;
     head(base, base + d, base + 2 * d, ld, L, dh, out + start * d + h * dh, d, sc.kt.data(), sc.p.data());
   }, max_threads);
-  return Status::good();
+  return no_memory.load() ? Status::at(StatusCode::out_of_memory, -1) : Status::good();
 }
 
 }  // namespace edgepack::attn

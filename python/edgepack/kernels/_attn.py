@@ -31,7 +31,8 @@ def attention(qkv: np.ndarray, offsets, num_heads: int, *, out: np.ndarray | Non
     numpy.ndarray of float32, shape (N, D)
         The context vectors, heads interleaved like the input.  Float rounding differs from a
         float64 reference by about 1e-6 relative (a vectorized exp, other summation orders);
-        results do not depend on the thread count.
+        results do not depend on the thread count.  NaN or Inf in ``qkv`` gives unspecified
+        (but memory-safe) outputs: the input is not scanned.
 
     Raises
     ------
@@ -40,6 +41,8 @@ def attention(qkv: np.ndarray, offsets, num_heads: int, *, out: np.ndarray | Non
     ValueError
         Shapes that do not fit (columns not 3 * D, D not divisible by ``num_heads``), bad
         ``offsets``, ``out`` of the wrong shape.
+    MemoryError
+        A sequence so long that its scores (L * L floats per thread) cannot be allocated.
     """
     return _core.attention(qkv, offsets, num_heads, out)
 
