@@ -414,3 +414,26 @@ def test_prune_transformer_layers_round_trip(rng, tmp_path):
     np.testing.assert_allclose(p(x), masked(x), rtol=1e-4, atol=1e-5)
     ep.save(p, tmp_path / "t.ep")
     assert np.array_equal(ep.load(tmp_path / "t.ep")(x), p(x))
+
+
+def test_quantize_gives_pruned_layers_int8_values(tmp_path):
+    """edgepack.quantize on a pruned model: its SparseLinear layers run the int8 sparse kernel and
+    the file shrinks, with the accuracy of the pruned float model kept."""
+    from edgepack.data import load_digits, train_test_split
+    x, y = load_digits()
+    xtr, xte, ytr, yte = train_test_split(x, y, 0.3, 0)
+    nn.seed(0)
+    m = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    ep.train(m, xtr, ytr, epochs=8, lr=3e-3, seed=0, progress=False)
+    p = ep.prune(m, 0.8, sparse_kernels="always")
+    q = ep.quantize(p)
+    kinds = [type(l).__name__ for l in q.layers if type(l).__name__ != "Identity"]
+    assert kinds == ["SparseLinear", "SparseLinear"]
+    assert all(l.dtype == "int8" for l in q.layers if type(l).__name__ == "SparseLinear")
+    assert q.report.quantized == ["0", "2"] and "int8 sparse" in str(q.report)
+    ep.save(p, tmp_path / "p.ep")
+    ep.save(q, tmp_path / "q.ep")
+    assert os.path.getsize(tmp_path / "q.ep") < 0.75 * os.path.getsize(tmp_path / "p.ep")
+    acc = lambda mm: (mm.predict(xte).argmax(1) == yte).mean()  # noqa: E731
+    assert acc(q) >= acc(p) - 0.01
+    assert ep.quantize(p, skip=["0"]).layers[0].dtype == "float32"

@@ -116,7 +116,9 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
     edgepack.nn.Module
         The quantized model; Linear -> :class:`~edgepack.nn.quantized.QLinear`, Conv2d ->
         :class:`~edgepack.nn.quantized.QConv2d` (a ReLU/GELU/SiLU right after one in a Sequential
-        is fused into it and replaced by Identity).  ``qmodel.report`` is a
+        is fused into it and replaced by Identity); pruned float layers (SparseLinear,
+        SparseConv2d from :func:`edgepack.prune`) get int8 values with per-row scales and run
+        the int8 sparse kernel with dynamic activations, whatever ``activations`` says.  ``qmodel.report`` is a
         :class:`~edgepack.ptq.report.QuantizationReport`, also appended to ``qmodel.summary()``.
 
     Raises
@@ -261,6 +263,20 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
         if n in fuse:
             ap, _, ac = fuse[n][1].rpartition(".")
             modules[ap].set_child(ac, Identity())
+
+    # Pruned layers (edgepack.prune's SparseLinear/SparseConv2d) get int8 values too: per-row
+    # weight scales, dynamic activations, the int8 sparse kernel.
+    from ..nn.sparse import SparseConv2d, SparseLinear
+
+    for n, m in list(qmodel.named_modules()):
+        if type(m) in (SparseLinear, SparseConv2d) and m.dtype == "float32" and not skipped(n):
+            qm = m.to_int8()
+            rows.append(LayerReport(n, type(m).__name__, "int8 sparse", None, None, m.nbytes(), qm.nbytes(), ""))
+            if n == "":
+                qmodel = qm
+            else:
+                parent, _, child = n.rpartition(".")
+                dict(qmodel.named_modules())[parent].set_child(child, qm)
 
     # -- cumulative SQNR on the quantized model ---------------------------------------------------
     output_sqnr = None

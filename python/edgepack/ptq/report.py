@@ -19,8 +19,8 @@ class LayerReport:
     layer : str
         Float class name ("Linear", "Conv2d").
     status : str
-        "int8", "float (skip)" (excluded by ``skip``) or "float (sqnr)" (kept float because its SQNR
-        fell below ``keep_float_below_db``).
+        "int8", "int8 sparse" (a pruned layer given int8 values), "float (skip)" (excluded by
+        ``skip``) or "float (sqnr)" (kept float because its SQNR fell below ``keep_float_below_db``).
     sqnr_db : float or None
         This layer alone: its int8 output on the float model's input to it, against the float
         layer's output (after the fused activation, if any).  None without a report batch.
@@ -91,7 +91,8 @@ class QuantizationReport:
 
     @property
     def quantized(self) -> list[str]:
-        return [r.name for r in self.layers if r.status == "int8"]
+        """Names of the layers now running int8 (dense, or pruned ones: status "int8 sparse")."""
+        return [r.name for r in self.layers if r.status.startswith("int8")]
 
     @property
     def bytes_before(self) -> int:
