@@ -28,6 +28,7 @@ struct SparseMatrix {
   std::vector<uint8_t> meta;
   std::vector<float> scale;
   SpmmSellStorage sell;  // derived, not saved: the small-M layout (built on first use)
+  SpmmSellStorage slide;  // derived, not saved: the float32 M <= 2 sliding-windows layout
   int sell_rejected_rows = 0, sell_rejected_win = 0, sell_rejected_slots = 0;
   bool sell_rejected_nm24 = false, sell_rejected_sliding = false;  // geometry found not worth keeping
 
@@ -175,6 +176,11 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
   if (!py::isinstance<SparseMatrix>(w))
     throw py::type_error("w must be a SparseWeights (edgepack.kernels.pack_sparse); got " + checks::describe(w));
   SparseMatrix& sm = w.cast<SparseMatrix&>();
+  if (spmm_wants_slide(sm.view, m)) {
+    spmm_build_slide(sm.view, sm.slide);
+    sm.view.slide = sm.slide.view();
+    sm.view.has_slide = true;
+  }
   if (spmm_wants_sell(sm.view, m)) {  // absent, or built for another path's geometry
     const SpmmSellGeom g = spmm_sell_geom(sm.view);
     if (sm.sell_rejected_rows != g.rows || sm.sell_rejected_win != g.win || sm.sell_rejected_slots != g.slots ||
@@ -210,7 +216,7 @@ void bind_sparse(py::module_& m) {
       .def_property_readonly("nnz", [](const SparseMatrix& s) { return s.view.nnz; })
       .def_property_readonly("int8", [](const SparseMatrix& s) { return s.view.int8; })
       .def_property_readonly("nbytes", &SparseMatrix::nbytes)
-      .def_property_readonly("derived_nbytes", [](const SparseMatrix& s) { return s.sell.nbytes(); })
+      .def_property_readonly("derived_nbytes", [](const SparseMatrix& s) { return s.sell.nbytes() + s.slide.nbytes(); })
       .def("arrays", [](const SparseMatrix& s) {
         py::dict d;
         const SpmmMatrix& v = s.view;

@@ -390,6 +390,51 @@ void nm24_tile_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0,
   }
 }
 
+// The sliding-windows copy (SpmmOps::sell_slide_f32): each step carries its own window start, so the
+// 32 floats of x are loaded per step (L1 hits) instead of once per run.
+template <int MR>
+void sell_slide_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
+                      int64_t ldy) {
+  const float* val = static_cast<const float*>(w.val);
+  for (int64_t sl = s0; sl < s1; ++sl) {
+    __m512 a0[MR], a1[MR];
+    for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+    int64_t st = w.step_ptr[sl];
+    const int64_t end = w.step_ptr[sl + 1];
+    for (; st + 2 <= end; st += 2) {
+      const int64_t c0 = w.step_win[st], c1 = w.step_win[st + 1];
+      const __m512i i0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + st * 16)));
+      const __m512i i1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + st * 16 + 16)));
+      const __m512 v0 = _mm512_loadu_ps(val + st * 16), v1 = _mm512_loadu_ps(val + st * 16 + 16);
+      for (int r = 0; r < MR; ++r) {
+        const float* xr = x + r * ldx;
+        a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + c0), i0, _mm512_loadu_ps(xr + c0 + 16)), a0[r]);
+        a1[r] = _mm512_fmadd_ps(v1, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + c1), i1, _mm512_loadu_ps(xr + c1 + 16)), a1[r]);
+      }
+    }
+    if (st < end) {
+      const int64_t c0 = w.step_win[st];
+      const __m512i i0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + st * 16)));
+      const __m512 v0 = _mm512_loadu_ps(val + st * 16);
+      for (int r = 0; r < MR; ++r) {
+        const float* xr = x + r * ldx;
+        a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + c0), i0, _mm512_loadu_ps(xr + c0 + 16)), a0[r]);
+      }
+    }
+    const int64_t row0 = sl * 16;
+    const __mmask16 k = n - row0 >= 16 ? __mmask16(0xFFFF) : tail_mask(n - row0);
+    for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(y + r * ldy + row0, k, _mm512_add_ps(a0[r], a1[r]));
+  }
+}
+
+void sell_slide_f32(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, int mr,
+                    float* y, int64_t ldy) {
+  if (mr == 1)
+    sell_slide_f32_t<1>(w, s0, s1, n, x, ldx, y, ldy);
+  else
+    sell_slide_f32_t<2>(w, s0, s1, n, x, ldx, y, ldy);
+}
+
 template <int MR>
 void sell_vec_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
                     int64_t ldy) {
@@ -629,6 +674,7 @@ void register_spmm(KernelTable& t) {
   t.spmm.nm24_tile_f32 = nm24_tile_f32;
   t.spmm.nm24_tile_s8 = nm24_tile_s8;
   t.spmm.sell_vec_f32 = sell_vec_f32;
+  t.spmm.sell_slide_f32 = sell_slide_f32;
   t.spmm.sell_nm24_f32 = sell_nm24_f32;
   t.spmm.sell_vec_s8 = sell_vec_s8;
   t.spmm.sell_rows = 16;

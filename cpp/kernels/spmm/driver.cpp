@@ -278,6 +278,15 @@ bool sell_route(const SpmmMatrix& w, int64_t m) {
   return m <= ops.sell_max_m || density >= kSellMinDensity;
 }
 
+// The float32 sliding-windows copy: unstructured float32 weights, M <= kSpmmSlideMaxM, on a path
+// that has the kernel (the copy does not depend on the path's geometry).
+bool slide_wanted(const SpmmMatrix& w, int64_t m) {
+  return !w.int8 && w.format == SpmmFormat::csr && m >= 1 && m <= kSpmmSlideMaxM && w.nnz > 0 && w.n > 0 &&
+         active().spmm.sell_slide_f32 != nullptr;
+}
+
+bool slide_route(const SpmmMatrix& w, int64_t m) { return w.has_slide && slide_wanted(w, m); }
+
 bool sell_matches(const SpmmMatrix& w) {
   const SpmmSellGeom g = spmm_sell_geom(w);
   return w.has_sell && w.sell.rows == g.rows && w.sell.win == g.win && w.sell.slots == g.slots &&
@@ -292,10 +301,10 @@ template <> std::vector<int32_t>& xpad_buffer<int32_t>() { return tl_call.xpad_s
 // Small M over the sliced-windows copy: x rows padded to whole 32-column windows, tasks over
 // groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into outputs.
 template <class T, class Kern, class Epi>
-void run_sell(const SpmmMatrix& w, Kern kern, const T* x, int64_t m, T* raw, const Epi& epi) {
+void run_sell(const SpmmMatrix& w, const SpmmSell& sell, Kern kern, const T* x, int64_t m, T* raw, const Epi& epi) {
   // Sliding windows may start at any column below k: one window more of zeros.
-  const int64_t n = w.n, k = w.k, R = w.sell.rows,
-                ldx = (k + (w.sell.sliding ? 2 : 1) * w.sell.win - 1) / w.sell.win * w.sell.win;
+  const int64_t n = w.n, k = w.k, R = sell.rows,
+                ldx = (k + (sell.sliding ? 2 : 1) * sell.win - 1) / sell.win * sell.win;
   T* xpad = aligned64(xpad_buffer<T>(), size_t(m * ldx));
   for (int64_t mi = 0; mi < m; ++mi) {
     for (int64_t kk = 0; kk < k; ++kk) xpad[mi * ldx + kk] = x[mi * k + kk];
@@ -312,7 +321,7 @@ void run_sell(const SpmmMatrix& w, Kern kern, const T* x, int64_t m, T* raw, con
     const int64_t n0 = s0 * R, cnt = (s1 * R < n ? s1 * R : n) - n0;
     for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
       const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
-      kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
+      kern(sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
       for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, raw + (m0 + r) * n + n0, int64_t(1));
     }
   };
@@ -379,8 +388,12 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
       }
       apply_act_inplace(out, cnt, act);
     };
+    if (slide_route(w, m)) {
+      run_sell<float>(w, w.slide, active().spmm.sell_slide_f32, x, m, y, epi);
+      return Status::good();
+    }
     if (sell) {
-      run_sell<float>(w, w.sell.nm24 ? active().spmm.sell_nm24_f32 : active().spmm.sell_vec_f32, x, m, y, epi);
+      run_sell<float>(w, w.sell, w.sell.nm24 ? active().spmm.sell_nm24_f32 : active().spmm.sell_vec_f32, x, m, y, epi);
       return Status::good();
     }
     run_core<float>(w, m, x, xt, cs.tiles, y, epi);
@@ -428,7 +441,7 @@ Status spmm_run(const SpmmMatrix& w, const float* x, int64_t m, const float* bia
     xt = xtp;
   }
   if (sell)
-    run_sell<int32_t>(w, active().spmm.sell_vec_s8, xq, m, raw, epi);
+    run_sell<int32_t>(w, w.sell, active().spmm.sell_vec_s8, xq, m, raw, epi);
   else
     run_core<int32_t>(w, m, xq, xt, cs.tiles, raw, epi);
   return Status::good();
@@ -475,13 +488,16 @@ Status spmm_acc_s8(const SpmmMatrix& w, const int8_t* xq, int64_t m, int32_t* ac
     for (int64_t i = 0; i < cnt; ++i) out[i] = src[i * stride];
   };
   if (sell)
-    run_sell<int32_t>(w, active().spmm.sell_vec_s8, x32, m, acc, epi);
+    run_sell<int32_t>(w, w.sell, active().spmm.sell_vec_s8, x32, m, acc, epi);
   else
     run_core<int32_t>(w, m, x32, xt, cs.tiles, acc, epi);
   return Status::good();
 }
 
+bool spmm_wants_slide(const SpmmMatrix& w, int64_t m) { return !w.has_slide && slide_wanted(w, m); }
+
 bool spmm_wants_sell(const SpmmMatrix& w, int64_t m) {
+  if (slide_wanted(w, m)) return false;  // served by the sliding copy
   if (!sell_route(w, m)) return false;
   return !sell_matches(w);
 }

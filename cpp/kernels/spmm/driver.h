@@ -26,6 +26,8 @@ struct SpmmMatrix {
   int64_t nnz = 0;                   // stored values
   bool has_sell = false;             // the sliced-windows copy for small M has been built
   SpmmSell sell;
+  bool has_slide = false;            // the float32 sliding-windows copy for M <= kSpmmSlideMaxM
+  SpmmSell slide;
 };
 
 // Storage of the sliced-windows layout (see SpmmSell in kernels/spmm/spmm.h).
@@ -80,6 +82,9 @@ bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s);
 // Whether spmm_run with m activation rows would use the sliced-windows layout on the active path
 // but the matrix lacks it in that path's geometry (so the caller should build it first).
 bool spmm_wants_sell(const SpmmMatrix& w, int64_t m);
+// The same for the float32 sliding-windows copy (SpmmOps::sell_slide_f32, M <= kSpmmSlideMaxM).
+bool spmm_wants_slide(const SpmmMatrix& w, int64_t m);
+void spmm_build_slide(const SpmmMatrix& w, SpmmSellStorage& out);
 
 // y[m, n] = act(x[m] . dense(w)[n] + bias[n]) for float values;
 // y[m, n] = act(acc[m, n] * xs[m] * ws[n] + bias[n]) for int8 values, where x[m] is quantized per

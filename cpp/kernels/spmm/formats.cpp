@@ -210,6 +210,15 @@ void build_nm24(const SpmmMatrix& w, SpmmSellStorage& out) {
 
 }  // namespace
 
+void spmm_build_slide(const SpmmMatrix& w, SpmmSellStorage& out) {
+  out = SpmmSellStorage();
+  out.rows = 16;
+  out.win = 32;
+  out.slots = 1;
+  out.sliding = true;
+  build_sliding(w.row_ptr, w.col, static_cast<const float*>(w.val), w.n, out, out.val_f32);
+}
+
 bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
   const double density = double(w.nnz) / (double(w.n) * double(w.k));
   return density >= 0.2 || s.nbytes() <= active().spmm.sell_keep_bytes;

@@ -127,6 +127,7 @@ using SpmmSellVecS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_
 // each padded with 128 to at least K + 64 columns, leading dimension ldx); y[r*ldy + row] = the exact
 // int32 x[r] . w[row] with the +128 removed (acc - 128 * wsum[row]).
 constexpr int kSpmmQuadRows = 8;
+constexpr int kSpmmSlideMaxM = 2;
 using SpmmSellQuadS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x,
                                 int64_t ldx, int mr, int32_t* y, int64_t ldy);
 
@@ -148,6 +149,10 @@ struct SpmmOps {
   SpmmSellVecS8 sell_vec_s8 = nullptr;
   SpmmSellVecF32 sell_nm24_f32 = nullptr;  // optional: 2:4 float32 in the 16 x 32 positions layout
   SpmmSellQuadS8 sell_quad_s8 = nullptr;  // optional: int8 in the 16 x 64 x 4 geometry (wins over sell_vec_s8)
+  // optional: float32 over a second, sliding-windows copy (16 x 32, step_win = first column) for
+  // M <= kSpmmSlideMaxM: ~73% of its slots filled instead of ~50% at 90% sparsity, so fewer bytes
+  // per call where a GEMV is bound by them; its per-step x loads make it slower from M ~ 8 on.
+  SpmmSellVecF32 sell_slide_f32 = nullptr;
   int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
   int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
   // Below density 0.2 the padded layout is kept only up to this many bytes (else the vec kernels).
