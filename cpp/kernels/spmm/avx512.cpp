@@ -390,40 +390,38 @@ void nm24_tile_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0,
   }
 }
 
-// The sliding-windows copy (SpmmOps::sell_slide_f32): each step carries its own window start, so the
-// 32 floats of x are loaded per step (L1 hits) instead of once per run.
+// The sliding-windows copy (SpmmOps::sell_slide_f32, layout in spmm.h): four steps per iteration,
+// their windows from one 8-byte load and their permute indices from one 64-byte load and shifts.
+// Per step that leaves two aligned x loads and the values: the load slots bound this loop.
 template <int MR>
 void sell_slide_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
                       int64_t ldy) {
   const float* val = static_cast<const float*>(w.val);
   for (int64_t sl = s0; sl < s1; ++sl) {
-    __m512 a0[MR], a1[MR];
-    for (int r = 0; r < MR; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
-    int64_t st = w.step_ptr[sl];
+    __m512 acc[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
     const int64_t end = w.step_ptr[sl + 1];
-    for (; st + 2 <= end; st += 2) {
-      const int64_t c0 = w.step_win[st], c1 = w.step_win[st + 1];
-      const __m512i i0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + st * 16)));
-      const __m512i i1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + st * 16 + 16)));
-      const __m512 v0 = _mm512_loadu_ps(val + st * 16), v1 = _mm512_loadu_ps(val + st * 16 + 16);
-      for (int r = 0; r < MR; ++r) {
-        const float* xr = x + r * ldx;
-        a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + c0), i0, _mm512_loadu_ps(xr + c0 + 16)), a0[r]);
-        a1[r] = _mm512_fmadd_ps(v1, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + c1), i1, _mm512_loadu_ps(xr + c1 + 16)), a1[r]);
-      }
-    }
-    if (st < end) {
-      const int64_t c0 = w.step_win[st];
-      const __m512i i0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.idx + st * 16)));
-      const __m512 v0 = _mm512_loadu_ps(val + st * 16);
-      for (int r = 0; r < MR; ++r) {
-        const float* xr = x + r * ldx;
-        a0[r] = _mm512_fmadd_ps(v0, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + c0), i0, _mm512_loadu_ps(xr + c0 + 16)), a0[r]);
+    for (int64_t st = w.step_ptr[sl]; st < end; st += 4) {
+      uint64_t wins;
+      std::memcpy(&wins, w.step_win + st, 8);
+      const __m512i ig = _mm512_loadu_si512(w.idx + st * 16);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const int64_t c0 = static_cast<int64_t>((wins >> (16 * j)) & 0xFFFFu);
+        const __m512i ij = j == 0 ? ig : _mm512_srli_epi32(ig, 8 * j);
+        const __m512 v = _mm512_loadu_ps(val + (st + j) * 16);
+        for (int r = 0; r < MR; ++r) {
+          const float* xr = x + r * ldx + c0;
+          acc[r][j] = _mm512_fmadd_ps(v, _mm512_permutex2var_ps(_mm512_loadu_ps(xr), ij, _mm512_loadu_ps(xr + 16)), acc[r][j]);
+        }
       }
     }
     const int64_t row0 = sl * 16;
     const __mmask16 k = n - row0 >= 16 ? __mmask16(0xFFFF) : tail_mask(n - row0);
-    for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(y + r * ldy + row0, k, _mm512_add_ps(a0[r], a1[r]));
+    for (int r = 0; r < MR; ++r)
+      _mm512_mask_storeu_ps(y + r * ldy + row0, k,
+                            _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
   }
 }
 

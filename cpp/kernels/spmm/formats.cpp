@@ -88,7 +88,7 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
 // sparsity (the depth is the busiest lane's); letting the window follow the laggard fills ~73%.
 template <class V>
 void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, SpmmSellStorage& out,
-                   std::vector<V>& out_val) {
+                   std::vector<V>& out_val, int64_t align = 4) {
   const int64_t R = out.rows, W = out.win, S = out.slots;
   const int64_t slices = (n + R - 1) / R;
   out.run_ptr.assign(size_t(slices + 1), 0);
@@ -110,7 +110,7 @@ void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t
           start = start < 0 || c < start ? c : start;
         }
       if (start < 0) break;
-      start &= ~int64_t(3);
+      start &= ~(align - 1);
       out.step_win.push_back(uint16_t(start));
       const size_t base = out_val.size();
       out_val.resize(base + size_t(R * S), V(0));
@@ -211,12 +211,47 @@ void build_nm24(const SpmmMatrix& w, SpmmSellStorage& out) {
 }  // namespace
 
 void spmm_build_slide(const SpmmMatrix& w, SpmmSellStorage& out) {
+  // Windows start on a multiple of 16 columns, so both x loads of a step are aligned: a load that
+  // splits a cache line costs two load slots, and at ~5 loads per step the kernel is bound by
+  // them (Zen 5: 3.5 -> ~2 cycles a step, for ~9% more steps than 4-column starts).
+  SpmmSellStorage t;
+  t.rows = 16;
+  t.win = 32;
+  t.slots = 1;
+  t.sliding = true;
+  build_sliding(w.row_ptr, w.col, static_cast<const float*>(w.val), w.n, t, t.val_f32, 16);
+  // Then each slice's steps are padded to a multiple of 4 (zero values, the last window) and
+  // the index bytes of 4 consecutive steps interleaved per lane, so one 64-byte load and three
+  // shifts give the four steps' permute indices (vpermt2ps reads only the low 5 bits).
   out = SpmmSellStorage();
   out.rows = 16;
   out.win = 32;
   out.slots = 1;
   out.sliding = true;
-  build_sliding(w.row_ptr, w.col, static_cast<const float*>(w.val), w.n, out, out.val_f32);
+  const int64_t slices = int64_t(t.step_ptr.size()) - 1;
+  out.run_ptr.assign(size_t(slices + 1), 0);
+  out.step_ptr.assign(size_t(slices + 1), 0);
+  for (int64_t s = 0; s < slices; ++s) {
+    const int64_t a = t.step_ptr[size_t(s)], b = t.step_ptr[size_t(s + 1)];
+    const int64_t padded = (b - a + 3) & ~int64_t(3);
+    const int64_t base = int64_t(out.step_win.size());
+    out.step_win.resize(size_t(base + padded), 0);
+    out.val_f32.resize(size_t((base + padded) * 16), 0.0f);
+    out.idx.resize(size_t((base + padded) * 16), 0);
+    for (int64_t j = 0; j < padded; ++j) {
+      const int64_t st = base + j;
+      if (a + j < b) {
+        out.step_win[size_t(st)] = t.step_win[size_t(a + j)];
+        for (int64_t l = 0; l < 16; ++l) {
+          out.val_f32[size_t(st * 16 + l)] = t.val_f32[size_t((a + j) * 16 + l)];
+          out.idx[size_t((st & ~int64_t(3)) * 16 + 4 * l + (st & 3))] = t.idx[size_t((a + j) * 16 + l)];
+        }
+      } else {
+        out.step_win[size_t(st)] = j > 0 ? out.step_win[size_t(st - 1)] : 0;
+      }
+    }
+    out.step_ptr[size_t(s + 1)] = base + padded;
+  }
 }
 
 bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {

@@ -150,8 +150,12 @@ struct SpmmOps {
   SpmmSellVecF32 sell_nm24_f32 = nullptr;  // optional: 2:4 float32 in the 16 x 32 positions layout
   SpmmSellQuadS8 sell_quad_s8 = nullptr;  // optional: int8 in the 16 x 64 x 4 geometry (wins over sell_vec_s8)
   // optional: float32 over a second, sliding-windows copy (16 x 32, step_win = first column) for
-  // M <= kSpmmSlideMaxM: ~73% of its slots filled instead of ~50% at 90% sparsity, so fewer bytes
+  // M <= kSpmmSlideMaxM: ~63% of its slots filled instead of ~50% at 90% sparsity, so fewer bytes
   // per call where a GEMV is bound by them; its per-step x loads make it slower from M ~ 8 on.
+  // The copy differs from the quad geometry in three ways (spmm_build_slide): windows start on a
+  // multiple of 16 columns (aligned x loads), each slice has a multiple of 4 steps (padding steps:
+  // zero values, the previous window), and the index bytes of steps 4g..4g+3 are interleaved per
+  // lane: byte 4l + j of the 64 at idx + 64g is lane l's index in step 4g + j.
   SpmmSellVecF32 sell_slide_f32 = nullptr;
   int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
   int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
