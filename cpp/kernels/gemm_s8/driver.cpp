@@ -128,6 +128,21 @@ void gemm_i32(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, 
   run(g, ops);
 }
 
+// The float-output half of GemmArgs shared by the dynamic and static linear layers.
+static GemmArgs float_args(int64_t m, const PackedB& b, const float* row_scale, const float* w_scale, const float* bias,
+                           Act act, float* y, int64_t ldy) {
+  GemmArgs g;
+  g.m = m;
+  g.b = b;
+  g.c_f32 = y;
+  g.ldc = ldy;
+  g.row_scale = row_scale;
+  g.col_scale = w_scale;
+  g.bias = bias;
+  g.act = act;
+  return g;
+}
+
 Status linear_dynamic(const float* x, int64_t m, int64_t ldx, const PackedB& b, const float* w_scale,
                       const float* bias, Act act, float* y, int64_t ldy) {
   const GemmOps& ops = active().gemm;
@@ -153,18 +168,10 @@ Status linear_dynamic(const float* x, int64_t m, int64_t ldx, const PackedB& b, 
     corr = grow(s.corr, m);
     for (int64_t i = 0; i < m; ++i) corr[i] = -128;
   }
-  GemmArgs g;
+  GemmArgs g = float_args(m, b, rs, w_scale, bias, act, y, ldy);
   g.a = qa;
   g.lda = kp;
-  g.m = m;
   g.row_corr = corr;
-  g.b = b;
-  g.c_f32 = y;
-  g.ldc = ldy;
-  g.row_scale = rs;
-  g.col_scale = w_scale;
-  g.bias = bias;
-  g.act = act;
   run(g, ops);
   return Status::good();
 }
@@ -173,18 +180,10 @@ void linear_static(const uint8_t* a, AKind kind, int32_t zp, float x_scale, int6
                    const PackedB& b, const float* w_scale, const float* bias, Act act, float* y,
                    int64_t ldy) {
   const GemmOps& ops = active().gemm;
-  GemmArgs g;
-  g.a = prep_a(a, kind, zp, m, lda, b.k, b.kp, ops, &g.lda, &g.row_corr);
   float* rs = grow(scratch().rscale, m);
   for (int64_t i = 0; i < m; ++i) rs[i] = x_scale;
-  g.m = m;
-  g.b = b;
-  g.c_f32 = y;
-  g.ldc = ldy;
-  g.row_scale = rs;
-  g.col_scale = w_scale;
-  g.bias = bias;
-  g.act = act;
+  GemmArgs g = float_args(m, b, rs, w_scale, bias, act, y, ldy);
+  g.a = prep_a(a, kind, zp, m, lda, b.k, b.kp, ops, &g.lda, &g.row_corr);
   run(g, ops);
 }
 

@@ -298,6 +298,26 @@ template <class T> std::vector<T>& xpad_buffer();
 template <> std::vector<float>& xpad_buffer<float>() { return tl_call.xpad; }
 template <> std::vector<int32_t>& xpad_buffer<int32_t>() { return tl_call.xpad_s32; }
 
+// Tasks over groups of R-row slices (kBlockRows rows each) on the pool; within a task, the x rows
+// in calls of up to `rows`: call(s0, s1, m0, mr) writes raw rows m0 .. m0 + mr - 1 ([m, n]) for
+// slices [s0, s1), then epi turns that stretch of each row into outputs.
+template <class Raw, class Epi, class Call>
+void slice_tasks(const SpmmMatrix& w, int64_t R, int64_t m, int rows, Raw* raw, const Epi& epi, const Call& call) {
+  const int64_t n = w.n, per_task = kBlockRows / R, slices = (n + R - 1) / R;
+  const int64_t n_tasks = (slices + per_task - 1) / per_task;
+  const int max_threads = (w.nnz > 0 ? w.nnz : 1) * m < kParallelMinWork ? 1 : 0;
+  auto task = [&](int64_t ti) {
+    const int64_t s0 = ti * per_task, s1 = s0 + per_task < slices ? s0 + per_task : slices;
+    const int64_t n0 = s0 * R, cnt = (s1 * R < n ? s1 * R : n) - n0;
+    for (int64_t m0 = 0; m0 < m; m0 += rows) {
+      const int mr = int(m - m0 < rows ? m - m0 : rows);
+      call(s0, s1, m0, mr);
+      for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, raw + (m0 + r) * n + n0, int64_t(1));
+    }
+  };
+  parallel_for(n_tasks, task, max_threads);
+}
+
 // Small M over the sliced-windows copy: x rows padded to whole 32-column windows, tasks over
 // groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into outputs.
 template <class T, class Kern, class Epi>
@@ -311,21 +331,9 @@ void run_sell(const SpmmMatrix& w, const SpmmSell& sell, Kern kern, const T* x, 
     for (int64_t kk = k; kk < ldx; ++kk) xpad[mi * ldx + kk] = T(0);
   }
   const T* xp = xpad;
-  const int64_t kSlicesPerTask = kBlockRows / R;
-  const int64_t slices = (n + R - 1) / R;
-  const int64_t n_tasks = (slices + kSlicesPerTask - 1) / kSlicesPerTask;
-  const int max_threads = (w.nnz > 0 ? w.nnz : 1) * m < kParallelMinWork ? 1 : 0;
-  auto task = [&](int64_t ti) {
-    const int64_t s0 = ti * kSlicesPerTask;
-    const int64_t s1 = s0 + kSlicesPerTask < slices ? s0 + kSlicesPerTask : slices;
-    const int64_t n0 = s0 * R, cnt = (s1 * R < n ? s1 * R : n) - n0;
-    for (int64_t m0 = 0; m0 < m; m0 += kSpmmVecRows) {
-      const int mr = int(m - m0 < kSpmmVecRows ? m - m0 : kSpmmVecRows);
-      kern(sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
-      for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, raw + (m0 + r) * n + n0, int64_t(1));
-    }
-  };
-  parallel_for(n_tasks, task, max_threads);
+  slice_tasks(w, R, m, kSpmmVecRows, raw, epi, [&](int64_t s0, int64_t s1, int64_t m0, int mr) {
+    kern(sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
+  });
 }
 
 // The int8 quad route: x quantized straight into uint8 (value + 128) rows padded to whole windows
@@ -341,21 +349,9 @@ Status run_sell_quad(const SpmmMatrix& w, int64_t m, const Prep& prep, int32_t* 
   if (!st.ok()) return st;
   const uint8_t* xp = xpad;
   const SpmmSellQuadS8 kern = active().spmm.sell_quad_s8;
-  const int64_t kSlicesPerTask = kBlockRows / R;
-  const int64_t slices = (n + R - 1) / R;
-  const int64_t n_tasks = (slices + kSlicesPerTask - 1) / kSlicesPerTask;
-  const int max_threads = (w.nnz > 0 ? w.nnz : 1) * m < kParallelMinWork ? 1 : 0;
-  auto task = [&](int64_t ti) {
-    const int64_t s0 = ti * kSlicesPerTask;
-    const int64_t s1 = s0 + kSlicesPerTask < slices ? s0 + kSlicesPerTask : slices;
-    const int64_t n0 = s0 * R, cnt = (s1 * R < n ? s1 * R : n) - n0;
-    for (int64_t m0 = 0; m0 < m; m0 += kSpmmQuadRows) {
-      const int mr = int(m - m0 < kSpmmQuadRows ? m - m0 : kSpmmQuadRows);
-      kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
-      for (int r = 0; r < mr; ++r) epi(m0 + r, n0, cnt, raw + (m0 + r) * n + n0, int64_t(1));
-    }
-  };
-  parallel_for(n_tasks, task, max_threads);
+  slice_tasks(w, R, m, kSpmmQuadRows, raw, epi, [&](int64_t s0, int64_t s1, int64_t m0, int mr) {
+    kern(w.sell, s0, s1, n, xp + m0 * ldx, ldx, mr, raw + m0 * n, n);
+  });
   return Status::good();
 }
 

@@ -71,21 +71,28 @@ def _ort_session(model_bytes: bytes, threads: int):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def ort_matmulinteger(wq: np.ndarray, threads: int):
-    """One-node MatMulInteger(A uint8 [M, K], B int8 [K, N] constant) session, or None."""
-    try:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError:
-        return None
-    n, k = wq.shape
-    b = numpy_helper.from_array(np.ascontiguousarray(wq.T), name="B")
-    node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
+def _one_node_model(op: str, w: np.ndarray, in_type: int, out_type: int):
+    """ONNX model Y = op(X [M, K], W.T) with w [N, K] stored transposed as a constant initializer."""
+    from onnx import helper, numpy_helper
+
+    n, k = w.shape
+    init = numpy_helper.from_array(np.ascontiguousarray(w.T), name="W")
+    node = helper.make_node(op, ["X", "W"], ["Y"])
     graph = helper.make_graph(
-        [node], "mmi", [helper.make_tensor_value_info("A", TensorProto.UINT8, ["M", k])],
-        [helper.make_tensor_value_info("Y", TensorProto.INT32, ["M", n])], initializer=[b])
+        [node], op.lower(), [helper.make_tensor_value_info("X", in_type, ["M", k])],
+        [helper.make_tensor_value_info("Y", out_type, ["M", n])], initializer=[init])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    return model
+
+
+def ort_matmulinteger(wq: np.ndarray, threads: int):
+    """One-node MatMulInteger(X uint8 [M, K], B int8 [K, N] constant) session, or None."""
+    try:
+        from onnx import TensorProto
+    except ImportError:
+        return None
+    model = _one_node_model("MatMulInteger", wq, TensorProto.UINT8, TensorProto.INT32)
     return _ort_session(model.SerializeToString(), threads)
 
 
@@ -93,18 +100,11 @@ def ort_dynamic_quant(wf: np.ndarray, threads: int):
     """quantize_dynamic (QInt8 weights) of a one-node float MatMul(X [M, K], W [K, N]), or None."""
     try:
         import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         return None
-    n, k = wf.shape
-    w = numpy_helper.from_array(np.ascontiguousarray(wf.T), name="W")
-    node = helper.make_node("MatMul", ["X", "W"], ["Y"])
-    graph = helper.make_graph(
-        [node], "mm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])], initializer=[w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = _one_node_model("MatMul", wf, TensorProto.FLOAT, TensorProto.FLOAT)
     import logging
 
     with tempfile.TemporaryDirectory() as d:
@@ -184,7 +184,7 @@ def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=
                 t_mmi = t_dq = float("nan")
                 if have_ort:
                     s = ort_matmulinteger(ops["wq"], t)
-                    feed = {"A": au8}
+                    feed = {"X": au8}
                     t_mmi = _time(lambda: s.run(None, feed), min_time, repeats)
                     del s
                     s = ort_dynamic_quant(ops["wf"], t)
