@@ -391,12 +391,16 @@ void nm24_tile_s8(const int8_t* val, const uint8_t* meta, int64_t k, int64_t g0,
 }
 
 // The sliding-windows copy (SpmmOps::sell_slide_f32, layout in spmm.h): four steps per iteration,
-// their windows from one 8-byte load and their permute indices from one 64-byte load and shifts.
-// Per step that leaves two aligned x loads and the values: the load slots bound this loop.
+// their windows from one 8-byte load and their indices from one 64-byte load and shifts; x is
+// loaded once per window (kSpmmSlideShare steps), four registers for its 64 columns. Index bit 5
+// picks the upper 32 columns: two permutes and a blend per step.
 template <int MR>
 void sell_slide_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const float* x, int64_t ldx, float* y,
                       int64_t ldy) {
+  static_assert(kSpmmSlideWin == 64, "four x registers per window");
+  constexpr int kShare = kSpmmSlideShare;
   const float* val = static_cast<const float*>(w.val);
+  const __m512i upper = _mm512_set1_epi32(32);
   for (int64_t sl = s0; sl < s1; ++sl) {
     __m512 acc[MR][4];
     for (int r = 0; r < MR; ++r)
@@ -406,14 +410,21 @@ void sell_slide_f32_t(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, cons
       uint64_t wins;
       std::memcpy(&wins, w.step_win + st, 8);
       const __m512i ig = _mm512_loadu_si512(w.idx + st * 16);
+      __m512 xw[MR][4];
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const int64_t c0 = static_cast<int64_t>((wins >> (16 * j)) & 0xFFFFu);
+        if (j % kShare == 0) {
+          const float* xc = x + static_cast<int64_t>((wins >> (16 * j)) & 0xFFFFu);
+          for (int r = 0; r < MR; ++r)
+            for (int q = 0; q < 4; ++q) xw[r][q] = _mm512_loadu_ps(xc + r * ldx + 16 * q);
+        }
         const __m512i ij = j == 0 ? ig : _mm512_srli_epi32(ig, 8 * j);
+        const __mmask16 up = _mm512_test_epi32_mask(ij, upper);
         const __m512 v = _mm512_loadu_ps(val + (st + j) * 16);
         for (int r = 0; r < MR; ++r) {
-          const float* xr = x + r * ldx + c0;
-          acc[r][j] = _mm512_fmadd_ps(v, _mm512_permutex2var_ps(_mm512_loadu_ps(xr), ij, _mm512_loadu_ps(xr + 16)), acc[r][j]);
+          const __m512 lo = _mm512_permutex2var_ps(xw[r][0], ij, xw[r][1]);
+          const __m512 hi = _mm512_permutex2var_ps(xw[r][2], ij, xw[r][3]);
+          acc[r][j] = _mm512_fmadd_ps(v, _mm512_mask_blend_ps(up, lo, hi), acc[r][j]);
         }
       }
     }

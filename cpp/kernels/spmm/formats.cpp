@@ -88,7 +88,7 @@ void build_sell(const int64_t* rp, const uint16_t* col, const V* val, int64_t n,
 // sparsity (the depth is the busiest lane's); letting the window follow the laggard fills ~73%.
 template <class V>
 void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t n, SpmmSellStorage& out,
-                   std::vector<V>& out_val, int64_t align = 4) {
+                   std::vector<V>& out_val) {
   const int64_t R = out.rows, W = out.win, S = out.slots;
   const int64_t slices = (n + R - 1) / R;
   out.run_ptr.assign(size_t(slices + 1), 0);
@@ -110,7 +110,7 @@ void build_sliding(const int64_t* rp, const uint16_t* col, const V* val, int64_t
           start = start < 0 || c < start ? c : start;
         }
       if (start < 0) break;
-      start &= ~(align - 1);
+      start &= ~int64_t(3);
       out.step_win.push_back(uint16_t(start));
       const size_t base = out_val.size();
       out_val.resize(base + size_t(R * S), V(0));
@@ -211,46 +211,60 @@ void build_nm24(const SpmmMatrix& w, SpmmSellStorage& out) {
 }  // namespace
 
 void spmm_build_slide(const SpmmMatrix& w, SpmmSellStorage& out) {
-  // Windows start on a multiple of 16 columns, so both x loads of a step are aligned: a load that
-  // splits a cache line costs two load slots, and at ~5 loads per step the kernel is bound by
-  // them (Zen 5: 3.5 -> ~2 cycles a step, for ~9% more steps than 4-column starts).
-  SpmmSellStorage t;
-  t.rows = 16;
-  t.win = 32;
-  t.slots = 1;
-  t.sliding = true;
-  build_sliding(w.row_ptr, w.col, static_cast<const float*>(w.val), w.n, t, t.val_f32, 16);
-  // Then each slice's steps are padded to a multiple of 4 (zero values, the last window) and
-  // the index bytes of 4 consecutive steps interleaved per lane, so one 64-byte load and three
-  // shifts give the four steps' permute indices (vpermt2ps reads only the low 5 bits).
+  // The layout is in spmm.h (SpmmOps::sell_slide_f32). Why its choices: the kernel is bound by
+  // load slots, and at M = 1 on a matrix in L3 also by reading the copy. 64-column windows shared
+  // by 4 steps: x is loaded once per 4 steps and 71% of the slots are filled at 90% sparsity
+  // (32-column windows, one per step: 63%, with four x loads per 4 steps more). Windows start on
+  // multiples of 16 columns, so the x loads are aligned (a load that splits a cache line takes
+  // two slots). Measured against 32-column windows, one per step (Zen 5, one thread, 90%):
+  // 3072x768 M = 1 19-22 -> 16-18 us, 4096x4096 M = 1 170-178 -> 128 us.
+  constexpr int64_t share = kSpmmSlideShare;
+  static_assert(4 % share == 0, "steps sharing a window must tile the 4-step groups");
+  constexpr int64_t W = kSpmmSlideWin;
   out = SpmmSellStorage();
   out.rows = 16;
-  out.win = 32;
+  out.win = int(W);
   out.slots = 1;
   out.sliding = true;
-  const int64_t slices = int64_t(t.step_ptr.size()) - 1;
+  const int64_t n = w.n, slices = (n + 15) / 16;
+  const int64_t* rp = w.row_ptr;
+  const uint16_t* col = w.col;
+  const float* val = static_cast<const float*>(w.val);
   out.run_ptr.assign(size_t(slices + 1), 0);
   out.step_ptr.assign(size_t(slices + 1), 0);
+  int64_t cur[16];
+  auto add_step = [&](int64_t start) {
+    const int64_t st = int64_t(out.step_win.size());
+    out.step_win.push_back(uint16_t(start));
+    out.val_f32.resize(size_t((st + 1) * 16), 0.0f);
+    out.idx.resize(size_t(((st >> 2) + 1) * 64), 0);
+    return st;
+  };
   for (int64_t s = 0; s < slices; ++s) {
-    const int64_t a = t.step_ptr[size_t(s)], b = t.step_ptr[size_t(s + 1)];
-    const int64_t padded = (b - a + 3) & ~int64_t(3);
-    const int64_t base = int64_t(out.step_win.size());
-    out.step_win.resize(size_t(base + padded), 0);
-    out.val_f32.resize(size_t((base + padded) * 16), 0.0f);
-    out.idx.resize(size_t((base + padded) * 16), 0);
-    for (int64_t j = 0; j < padded; ++j) {
-      const int64_t st = base + j;
-      if (a + j < b) {
-        out.step_win[size_t(st)] = t.step_win[size_t(a + j)];
-        for (int64_t l = 0; l < 16; ++l) {
-          out.val_f32[size_t(st * 16 + l)] = t.val_f32[size_t((a + j) * 16 + l)];
-          out.idx[size_t((st & ~int64_t(3)) * 16 + 4 * l + (st & 3))] = t.idx[size_t((a + j) * 16 + l)];
+    const int64_t r0 = 16 * s, rn = std::min(n, r0 + 16) - r0;
+    for (int64_t l = 0; l < rn; ++l) cur[l] = rp[r0 + l];
+    for (;;) {
+      int64_t start = -1;
+      for (int64_t l = 0; l < rn; ++l)
+        if (cur[l] < rp[r0 + l + 1] && (start < 0 || col[cur[l]] < start)) start = col[cur[l]];
+      if (start < 0) break;
+      start &= ~int64_t(15);
+      for (int64_t q = 0; q < share; ++q) {
+        const int64_t st = add_step(start);
+        for (int64_t l = 0; l < rn; ++l) {
+          int64_t& p = cur[l];
+          if (p < rp[r0 + l + 1] && col[p] < start + W) {
+            out.val_f32[size_t(st * 16 + l)] = val[p];
+            out.idx[size_t((st >> 2) * 64 + 4 * l + (st & 3))] = uint8_t(col[p] - start);
+            ++p;
+          }
         }
-      } else {
-        out.step_win[size_t(st)] = j > 0 ? out.step_win[size_t(st - 1)] : 0;
       }
     }
-    out.step_ptr[size_t(s + 1)] = base + padded;
+    // Whole 4-step groups: padding steps have zero values on the slice's last window.
+    const int64_t last = out.step_win.size() > size_t(out.step_ptr[size_t(s)]) ? out.step_win.back() : 0;
+    while ((int64_t(out.step_win.size()) - out.step_ptr[size_t(s)]) % 4 != 0) add_step(last);
+    out.step_ptr[size_t(s + 1)] = int64_t(out.step_win.size());
   }
 }
 

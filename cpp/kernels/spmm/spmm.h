@@ -128,6 +128,8 @@ using SpmmSellVecS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_
 // int32 x[r] . w[row] with the +128 removed (acc - 128 * wsum[row]).
 constexpr int kSpmmQuadRows = 8;
 constexpr int kSpmmSlideMaxM = 2;
+constexpr int kSpmmSlideShare = 4;  // steps of the float32 sliding copy on one window
+constexpr int kSpmmSlideWin = 64;   // and its window width (columns)
 using SpmmSellQuadS8 = void (*)(const SpmmSell& w, int64_t s0, int64_t s1, int64_t n, const uint8_t* x,
                                 int64_t ldx, int mr, int32_t* y, int64_t ldy);
 
@@ -149,13 +151,15 @@ struct SpmmOps {
   SpmmSellVecS8 sell_vec_s8 = nullptr;
   SpmmSellVecF32 sell_nm24_f32 = nullptr;  // optional: 2:4 float32 in the 16 x 32 positions layout
   SpmmSellQuadS8 sell_quad_s8 = nullptr;  // optional: int8 in the 16 x 64 x 4 geometry (wins over sell_vec_s8)
-  // optional: float32 over a second, sliding-windows copy (16 x 32, step_win = first column) for
-  // M <= kSpmmSlideMaxM: ~63% of its slots filled instead of ~50% at 90% sparsity, so fewer bytes
-  // per call where a GEMV is bound by them; its per-step x loads make it slower from M ~ 8 on.
-  // The copy differs from the quad geometry in three ways (spmm_build_slide): windows start on a
-  // multiple of 16 columns (aligned x loads), each slice has a multiple of 4 steps (padding steps:
-  // zero values, the previous window), and the index bytes of steps 4g..4g+3 are interleaved per
-  // lane: byte 4l + j of the 64 at idx + 64g is lane l's index in step 4g + j.
+  // optional: float32 over a second, sliding-windows copy for M <= kSpmmSlideMaxM (16 rows x
+  // kSpmmSlideWin = 64 columns, step_win = the window's first column): ~71% of its slots filled
+  // instead of ~50% at 90% sparsity, so fewer bytes per call where a GEMV is bound by them; its
+  // per-window x loads make it slower from M ~ 8 on. It differs from the quad geometry
+  // (spmm_build_slide): windows start on a multiple of 16 columns (aligned x loads);
+  // kSpmmSlideShare consecutive steps share a window (in each, a lane takes its next nonzero
+  // below start + 64); each slice has a multiple of 4 steps (padding steps: zero values, the
+  // slice's last window); and the index bytes (column - start, < 64) of steps 4g..4g+3 are
+  // interleaved per lane: byte 4l + j of the 64 at idx + 64g is lane l's index in step 4g + j.
   SpmmSellVecF32 sell_slide_f32 = nullptr;
   int sell_rows = 16, sell_win = 32;  // the geometry the sell kernels expect
   int sell_max_m = 64;                // beyond this (unless density >= 0.2) the tile route wins
