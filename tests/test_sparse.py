@@ -260,6 +260,19 @@ def test_attributes_and_auto(rng):
     assert si.nbytes == 8 * 65 + 3 * si.nnz + 4 * 64
 
 
+def test_derived_nbytes_counts_small_batch_copies(rng):
+    w, _ = _weights(rng, 256, 512, 0.1, np.float32)
+    sw = pack_sparse(w)
+    assert sw.derived_nbytes == 0  # nothing derived before the first call
+    spmm(np.ones((1, 512), np.float32), sw)
+    if edgepack.get_isa().startswith("avx512"):
+        # the M <= 2 sliding copy holds every value (4 bytes) and an index byte per slot at least
+        assert sw.derived_nbytes >= 5 * sw.nnz
+    before = sw.derived_nbytes
+    spmm(np.ones((1, 512), np.float32), sw)
+    assert sw.derived_nbytes == before  # built once, not per call
+
+
 @pytest.mark.parametrize("fmt", ["unstructured", "2:4"])
 @pytest.mark.parametrize("dtype", [np.float32, np.int8])
 def test_save_load_roundtrip(tmp_path, rng, fmt, dtype):

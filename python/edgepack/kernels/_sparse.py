@@ -86,7 +86,14 @@ class SparseWeights:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the stored format (what `to_arrays` saves)."""
         return int(self._mat.nbytes)
+
+    @property
+    def derived_nbytes(self) -> int:
+        """Bytes of the layouts `spmm` derived from the stored format on first use (small-batch
+        copies; 0 before the first call, not saved). Memory in use is nbytes + derived_nbytes."""
+        return int(self._mat.derived_nbytes)
 
     @property
     def scale(self) -> np.ndarray | None:
