@@ -130,8 +130,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
         xs = xp[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]
         y = (weight.reshape(o, c) @ xs.reshape(n, c, oh * ow)).reshape(n, o, oh, ow)
     else:
-        eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-        win = _sliding(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
+        win = _receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow)
         # (N, C, OH, OW, kh, kw) -> (N, G, Cg*kh*kw, OH*OW): columns ordered like weight's rows
         cols = win.reshape(n, groups, cg, oh, ow, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4)
         cols = cols.reshape(n, groups, cg * kh * kw, oh * ow)
@@ -140,6 +139,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
     if bias is not None:
         y += bias.reshape(1, o, 1, 1)
     return y
+
+
+def _receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow):
+    """View (no copy) [N, C, OH, OW, kh, kw] of a padded NCHW input's receptive fields for a
+    kh x kw kernel with stride (sh, sw) and dilation (dh, dw); output size (oh, ow)."""
+    v = _sliding(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    return v[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw, ::dh, ::dw]
 
 
 def _depthwise(xp, weight, oh, ow, sh, sw, dh, dw):

@@ -238,8 +238,7 @@ def _im2row(x: np.ndarray, kh: int, kw: int, stride, padding, dilation):
         xs = xp[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]
         rows = xs.transpose(0, 2, 3, 1).reshape(n * oh * ow, c)
     else:
-        eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-        win = F._sliding(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
+        win = F._receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow)
         # (N, C, OH, OW, kh, kw) -> (N, OH, OW, C, kh, kw)
         rows = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
     return np.ascontiguousarray(rows, dtype=np.float32), oh, ow

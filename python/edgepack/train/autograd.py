@@ -145,14 +145,8 @@ def _linear(m, x, ctx):
     return y.reshape(x.shape[:-1] + (w.shape[0],)), back
 
 
-def _windows(xp, kh, kw, sh, sw, dh, dw, oh, ow):
-    """View [N, C, OH, OW, KH, KW] of the padded input's receptive fields (no copy)."""
-    v = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    return v[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw, ::dh, ::dw]
-
-
 def _scatter_windows(g, shape, kh, kw, sh, sw, dh, dw, oh, ow, dtype):
-    """Adjoint of :func:`_windows`: add g [N, C, OH, OW, KH, KW] back into a padded input."""
+    """Adjoint of :func:`edgepack.nn.functional._receptive_fields`: add g [N, C, OH, OW, KH, KW] back into a padded input."""
     gx = np.zeros(shape, dtype)
     for i in range(kh):
         for j in range(kw):
@@ -182,7 +176,7 @@ def _conv2d(m, x, ctx):
     if oh < 1 or ow < 1:
         raise ValueError(f"Conv2d: input {h}x{wd} is smaller than the kernel {kh}x{kw} plus padding")
     xp = F._pad(x, p)
-    win = _windows(xp, kh, kw, sh, sw, dh, dw, oh, ow)          # [N, C, OH, OW, KH, KW]
+    win = F._receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow)  # [N, C, OH, OW, KH, KW]
     cg, og = c // g, m.out_channels // g
     cols, outs = [], []
     for gi in range(g):
@@ -237,7 +231,7 @@ def _maxpool(m, x, ctx):
     kh, kw, sh, sw, dh, dw, p, oh, ow = F._pool_geometry(x, m.kernel_size, m.stride, m.padding, m.dilation,
                                                          "max_pool2d")
     xp = F._pad(x, p, -np.inf)
-    win = _windows(xp, kh, kw, sh, sw, dh, dw, oh, ow).reshape(x.shape[:2] + (oh, ow, kh * kw))
+    win = F._receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow).reshape(x.shape[:2] + (oh, ow, kh * kw))
     arg = win.argmax(axis=-1)           # the first maximum takes the gradient (ties: one winner)
     y = np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
 
@@ -253,12 +247,12 @@ def _maxpool(m, x, ctx):
 def _avgpool(m, x, ctx):
     kh, kw, sh, sw, dh, dw, p, oh, ow = F._pool_geometry(x, m.kernel_size, m.stride, m.padding, 1, "avg_pool2d")
     xp = F._pad(x, p)
-    win = _windows(xp, kh, kw, sh, sw, 1, 1, oh, ow)
+    win = F._receptive_fields(xp, kh, kw, sh, sw, 1, 1, oh, ow)
     if m.count_include_pad or not any(p):
         inv = np.asarray(1.0 / (kh * kw), dtype=x.dtype)
     else:
         ones = F._pad(np.ones((1, 1) + x.shape[2:], dtype=x.dtype), p)
-        inv = 1.0 / _windows(ones, kh, kw, sh, sw, 1, 1, oh, ow).sum(axis=(-2, -1))
+        inv = 1.0 / F._receptive_fields(ones, kh, kw, sh, sw, 1, 1, oh, ow).sum(axis=(-2, -1))
     y = win.sum(axis=(-2, -1)) * inv
 
     def back(gy):
