@@ -146,7 +146,8 @@ def _linear(m, x, ctx):
 
 
 def _scatter_windows(g, shape, kh, kw, sh, sw, dh, dw, oh, ow, dtype):
-    """Adjoint of :func:`edgepack.nn.functional._receptive_fields`: add g [N, C, OH, OW, KH, KW] back into a padded input."""
+    """Adjoint of :func:`edgepack.nn.functional._receptive_fields`: add g [N, C, OH, OW, KH, KW]
+    back into a padded input."""
     gx = np.zeros(shape, dtype)
     for i in range(kh):
         for j in range(kw):
