@@ -28,7 +28,8 @@ def reference(qkv, offsets, heads):
 
 
 CASES = [([128], 12, 32), ([1, 5, 17, 40, 3], 3, 20), ([33, 16], 2, 7), ([200], 4, 64), ([20], 2, 100),
-         ([9], 1, 48), ([16, 1], 1, 16), ([0, 4, 0], 2, 8)]
+         ([9], 1, 48), ([16, 1], 1, 16), ([0, 4, 0], 2, 8), ([11], 2, 24), ([6, 19], 1, 40), ([13], 1, 56),
+         ([300], 1, 32)]
 
 
 @pytest.mark.parametrize("lens,heads,dh", CASES)
@@ -43,6 +44,13 @@ def test_matches_float64_reference(isa, lens, heads, dh):
     # outputs are convex combinations of the values, so bound the error by the values' scale
     if ref.size:
         assert np.abs(got - ref).max() <= 3e-5 * np.abs(qkv).max()
+
+
+def test_vectorized_flag_names_the_simd_paths(isa):
+    # edgepack.text picks the kernel over its NumPy attention by this flag: true on the paths
+    # with a SIMD kernel measured faster than NumPy (AVX2, AVX-512), false for the scalar one
+    with edgepack.use_isa(isa):
+        assert edgepack.kernels.attention_is_vectorized() == (isa.startswith("avx2") or isa.startswith("avx512"))
 
 
 def test_extreme_scores_and_out(isa):

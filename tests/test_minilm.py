@@ -175,13 +175,15 @@ def test_attention_matches_textbook_softmax(q_gain):
 
 def test_int8_every_kernel_path(enc_q, emb_q, isa):
     # the same int8 model on each GEMM path this CPU can run.  The integer products are exact on
-    # every path; the fused GELU's polynomial differs by ~1e-7 between paths, which can flip an
-    # int8 rounding in a later layer (one quantum, like quantization noise itself), so paths
-    # agree to cosine 0.999 rather than bit for bit, and each meets the 0.99 bar on its own.
+    # every path; the fused GELU's polynomial and the attention kernel (or NumPy's attention on
+    # the scalar path) differ by ~1e-7 between paths, which can flip an int8 rounding in a later
+    # layer (one quantum, like quantization noise itself), so paths agree to cosine 0.998 rather
+    # than bit for bit (measured 0.9990-1.0 over every pair of paths on Zen 5), and each meets
+    # the 0.99 bar on its own.
     idx = [0, 2, 20, 32, 37]
     ids = enc_q.tokenizer.encode([SENTENCES[i] for i in idx])
     e = enc_q.encode_ids(ids)
-    assert _cos(e, emb_q[idx]).min() >= 0.999
+    assert _cos(e, emb_q[idx]).min() >= 0.998
     assert _cos(e, REF[idx]).min() >= 0.99
 
 

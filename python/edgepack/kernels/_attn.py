@@ -48,8 +48,9 @@ def attention(qkv: np.ndarray, offsets, num_heads: int, *, out: np.ndarray | Non
 
 
 def attention_is_vectorized() -> bool:
-    """True when the active kernel path has a SIMD attention kernel (AVX-512 today); elsewhere
-    the scalar reference runs, slower than NumPy's batched matmuls, and edgepack.text uses NumPy."""
+    """True when the active kernel path has a SIMD attention kernel (AVX2 and AVX-512 today);
+    elsewhere the scalar reference runs, slower than NumPy's batched matmuls, and edgepack.text
+    uses NumPy."""
     return bool(_core.attention_vectorized())
 
 
