@@ -27,9 +27,6 @@ from . import best_time
 SHAPES = ("1x768x768", "1x4096x4096", "16x768x3072", "128x384x1536", "128x1536x384", "1024x1024x1024")
 
 
-_time = best_time
-
-
 def blas_threads(n: int):
     """Limit numpy's BLAS to n threads when threadpoolctl is available."""
     try:
@@ -177,19 +174,19 @@ def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=
             gop = 2.0 * m * n * k * 1e-9
             for t in threads_list:
                 edgepack.set_num_threads(t)
-                t_gemm = _time(lambda: gemm_int8(a, pw, out=c), min_time, repeats)
-                t_lin = _time(lambda: linear_int8(x, pw, ws, out=y), min_time, repeats)
+                t_gemm = best_time(lambda: gemm_int8(a, pw, out=c), min_time, repeats)
+                t_lin = best_time(lambda: linear_int8(x, pw, ws, out=y), min_time, repeats)
                 with blas_threads(t):
-                    t_np = _time(lambda: x @ wt, min_time, repeats)
+                    t_np = best_time(lambda: x @ wt, min_time, repeats)
                 t_mmi = t_dq = float("nan")
                 if have_ort:
                     s = ort_matmulinteger(ops["wq"], t)
                     feed = {"X": au8}
-                    t_mmi = _time(lambda: s.run(None, feed), min_time, repeats)
+                    t_mmi = best_time(lambda: s.run(None, feed), min_time, repeats)
                     del s
                     s = ort_dynamic_quant(ops["wf"], t)
                     feed = {"X": x}
-                    t_dq = _time(lambda: s.run(None, feed), min_time, repeats)
+                    t_dq = best_time(lambda: s.run(None, feed), min_time, repeats)
                     del s
                 r = {
                     "shape": f"{m}x{k}x{n}", "threads": t, "path": path,

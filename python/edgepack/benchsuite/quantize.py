@@ -17,9 +17,6 @@ DEFAULT_SHAPES = ("4096x4096", "128x4096")
 F32 = np.float32
 
 
-_time = best_time
-
-
 # ---- the NumPy references (ONNX formulas, float32) ----------------------------------------------
 
 def np_quantize(x, scale, zp, lo=-128, hi=127, dtype=np.int8):
@@ -70,8 +67,8 @@ def _time_pair(fa, fb, min_time: float, repeats: int) -> tuple[float, float]:
     affects both alike)."""
     ta, tb = float("inf"), float("inf")
     for _ in range(repeats):
-        ta = min(ta, _time(fa, min_time / 2, 1))
-        tb = min(tb, _time(fb, min_time / 2, 1))
+        ta = min(ta, best_time(fa, min_time / 2, 1))
+        tb = min(tb, best_time(fb, min_time / 2, 1))
     return ta, tb
 
 
@@ -100,12 +97,12 @@ def run(shapes, threads_all: int, min_time: float, repeats: int) -> list[dict]:
         for shape in shapes:
             m, k = (int(v) for v in shape.lower().split("x"))
             for name, ours, ref, nbytes in cases(m, k, rng):
-                t_np = _time(ref, min_time, repeats)
+                t_np = best_time(ref, min_time, repeats)
                 # one thread, in alternation with the copy yardstick
                 edgepack.set_num_threads(1)
                 t1, tc = _time_pair(ours, copy, 2 * min_time, repeats)
                 edgepack.set_num_threads(threads_all)
-                tn = _time(ours, min_time, repeats)
+                tn = best_time(ours, min_time, repeats)
                 rows.append(dict(case=name, shape=f"{m}x{k}", numpy=nbytes / t_np / 1e9,
                                  one=nbytes / t1 / 1e9, all=nbytes / tn / 1e9,
                                  copy=copy_bytes / tc / 1e9))

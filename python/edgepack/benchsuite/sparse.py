@@ -28,9 +28,6 @@ def _one_thread():
     return threadpool_limits(1)
 
 
-_time = best_time
-
-
 def _random_pruned(rng, n, k, sparsity):
     w = rng.standard_normal((n, k), dtype=np.float32)
     w[rng.random((n, k), dtype=np.float32) < sparsity] = 0
@@ -84,18 +81,18 @@ def run(shapes, ms, min_time=0.05, repeats=5, seed=0, out=print) -> list[dict]:
                 for m in ms:
                     x = rng.standard_normal((m, k), dtype=np.float32)
                     xt = np.ascontiguousarray(x.T)
-                    t_np = _time(lambda: x @ dense_w.T, min_time, repeats)
+                    t_np = best_time(lambda: x @ dense_w.T, min_time, repeats)
                     t_lin = None
                     if pw is not None:
-                        t_lin = _time(lambda: linear_int8(x, pw, dense_s), min_time, repeats)
+                        t_lin = best_time(lambda: linear_int8(x, pw, dense_s), min_time, repeats)
                     base = dict(shape=f"{n}x{k}", m=m, numpy_ms=t_np * 1e3,
                                 linear_int8_ms=None if t_lin is None else t_lin * 1e3)
                     for name, (w, sw, csr) in packed.items():
-                        t_ours = _time(lambda: spmm(x, sw), min_time, repeats)
-                        t_sp = _time(lambda: csr @ xt, min_time, repeats) if csr is not None else None
+                        t_ours = best_time(lambda: spmm(x, sw), min_time, repeats)
+                        t_sp = best_time(lambda: csr @ xt, min_time, repeats) if csr is not None else None
                         rows.append(dict(base, pattern=name, values="float32", ours_ms=t_ours * 1e3,
                                          scipy_ms=None if t_sp is None else t_sp * 1e3))
-                    t_q = _time(lambda: spmm(x, sw_q90), min_time, repeats)
+                    t_q = best_time(lambda: spmm(x, sw_q90), min_time, repeats)
                     rows.append(dict(base, pattern="90%", values="int8", ours_ms=t_q * 1e3, scipy_ms=None))
     finally:
         edgepack.set_num_threads(prev_threads)

@@ -71,6 +71,19 @@ def conv_output_size(size: int, k: int, stride: int, pad_total: int, dilation: i
     return (size + pad_total - dilation * (k - 1) - 1) // stride + 1
 
 
+def conv_output_hw(h: int, w: int, kernel, stride, padding4, dilation, what: str) -> tuple[int, int]:
+    """(OH, OW) of a 2-D convolution of an h x w input: kernel, stride, dilation are (h, w) pairs,
+    padding4 is (top, left, bottom, right). ValueError naming ``what`` when the dilated kernel
+    does not fit in the padded input."""
+    kh, kw = kernel
+    pt, pl, pb, pr = padding4
+    oh = conv_output_size(h, kh, stride[0], pt + pb, dilation[0])
+    ow = conv_output_size(w, kw, stride[1], pl + pr, dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: input {h}x{w} is smaller than the (dilated) kernel {kh}x{kw} plus padding")
+    return oh, ow
+
+
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """x [..., in] @ weight[out, in].T + bias[out] -> [..., out] (float32)."""
     if x.shape[-1] != weight.shape[1]:
@@ -118,10 +131,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
     dh, dw = pair(dilation, "dilation")
     p = pads4(padding)
     n, c, h, w = x.shape
-    oh = conv_output_size(h, kh, sh, p[0] + p[2], dh)
-    ow = conv_output_size(w, kw, sw, p[1] + p[3], dw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"conv2d: input {h}x{w} is smaller than the (dilated) kernel {kh}x{kw} plus padding")
+    oh, ow = conv_output_hw(h, w, (kh, kw), (sh, sw), p, (dh, dw), "conv2d")
     xp = _pad(x, p)
     if cg == 1 and groups == c and groups > 1:
         y = _depthwise(xp, weight, oh, ow, sh, sw, dh, dw)

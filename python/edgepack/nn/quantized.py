@@ -351,10 +351,7 @@ class QConv2d(_QBase):
         sh, sw = self.stride
         dh, dw = self.dilation
         pt, pl, pb, pr = self.padding
-        oh = F.conv_output_size(h, kh, sh, pt + pb, dh)
-        ow = F.conv_output_size(w, kw, sw, pl + pr, dw)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"QConv2d: input {h}x{w} is smaller than the (dilated) kernel {kh}x{kw} plus padding")
+        oh, ow = F.conv_output_hw(h, w, (kh, kw), (sh, sw), self.padding, (dh, dw), "QConv2d")
         static = self.activations == "static"
         # Channels-last input, quantized first in static mode (uint8 patches are 4x smaller).
         if static:

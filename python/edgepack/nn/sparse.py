@@ -229,10 +229,7 @@ def _im2row(x: np.ndarray, kh: int, kw: int, stride, padding, dilation):
     dh, dw = dilation
     p = padding
     n, c, h, w = x.shape
-    oh = F.conv_output_size(h, kh, sh, p[0] + p[2], dh)
-    ow = F.conv_output_size(w, kw, sw, p[1] + p[3], dw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"conv2d: input {h}x{w} is smaller than the (dilated) kernel {kh}x{kw} plus padding")
+    oh, ow = F.conv_output_hw(h, w, (kh, kw), stride, p, dilation, "conv2d")
     xp = F._pad(x, p)
     if kh == kw == 1:
         xs = xp[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]

@@ -172,10 +172,7 @@ def _conv2d(m, x, ctx):
     p = m.padding
     g = m.groups
     n, c, h, wd = x.shape
-    oh = F.conv_output_size(h, kh, sh, p[0] + p[2], dh)
-    ow = F.conv_output_size(wd, kw, sw, p[1] + p[3], dw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"Conv2d: input {h}x{wd} is smaller than the kernel {kh}x{kw} plus padding")
+    oh, ow = F.conv_output_hw(h, wd, (kh, kw), (sh, sw), p, (dh, dw), "Conv2d")
     xp = F._pad(x, p)
     win = F._receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow)  # [N, C, OH, OW, KH, KW]
     cg, og = c // g, m.out_channels // g
