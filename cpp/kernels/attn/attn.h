@@ -37,5 +37,11 @@ namespace attn {
 Status attention(const float* qkv, int64_t n, int64_t d, int64_t heads, const int64_t* offsets, int64_t nseq,
                  float* out);
 
+// The staging the SIMD heads share: kt[c * lp + j] = k[j * ld + c] (keys transposed, columns
+// L .. lp - 1 zero; lp = round_up(L, 16)), and kt + dh * lp = the values [L, dh] contiguous.
+// Key rows are read whole: strided rows of the projection map to few L1 sets, so reading one
+// column of them at a time would reload every row from L2 for each column.
+void stage_keys_values(const float* k, const float* v, int64_t ld, int64_t L, int64_t dh, float* kt);
+
 }  // namespace attn
 }  // namespace edgepack

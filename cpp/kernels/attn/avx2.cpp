@@ -6,7 +6,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "core/dispatch.h"
 #include "kernels/attn/attn.h"
@@ -103,16 +102,8 @@ void pv_rows(const float* P, int64_t lp, const float* inv, const float* v, int64
 void head(const float* q, const float* k, const float* v, int64_t ld, int64_t L, int64_t dh, float* out,
           int64_t ldo, float* kt, float* P) {
   const int64_t lp = (L + 15) / 16 * 16;
-  // key rows read whole (strided rows of the projection map to few L1 sets: reading one column
-  // of them at a time would reload every row from L2 for each column)
-  for (int64_t j = 0; j < L; ++j) {
-    const float* kj = k + j * ld;
-    for (int64_t c = 0; c < dh; ++c) kt[c * lp + j] = kj[c];
-  }
-  for (int64_t c = 0; c < dh; ++c)
-    for (int64_t j = L; j < lp; ++j) kt[c * lp + j] = 0.0f;
-  float* vt = kt + dh * lp;  // values, [L, dh] contiguous
-  for (int64_t j = 0; j < L; ++j) std::memcpy(vt + j * dh, v + j * ld, size_t(dh) * sizeof(float));
+  attn::stage_keys_values(k, v, ld, L, dh, kt);
+  const float* vt = kt + dh * lp;  // values, [L, dh] contiguous
   float* inv = P + L * lp;  // 1 / row sums
   // 1. all scores, then 2. exp and sums row by row: independent rows keep the core busy where one
   // row's scores -> max -> exp -> sum chain would stall it

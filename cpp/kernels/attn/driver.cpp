@@ -1,6 +1,7 @@
 // Attention over packed sequences: (sequence, head) tasks on the pool, scratch per thread.
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -16,6 +17,18 @@ struct Scratch {
 thread_local Scratch tl_scratch;
 
 }  // namespace
+
+void stage_keys_values(const float* k, const float* v, int64_t ld, int64_t L, int64_t dh, float* kt) {
+  const int64_t lp = (L + 15) / 16 * 16;
+  for (int64_t j = 0; j < L; ++j) {
+    const float* kj = k + j * ld;
+    for (int64_t c = 0; c < dh; ++c) kt[c * lp + j] = kj[c];
+  }
+  for (int64_t c = 0; c < dh; ++c)
+    for (int64_t j = L; j < lp; ++j) kt[c * lp + j] = 0.0f;
+  float* vt = kt + dh * lp;
+  for (int64_t j = 0; j < L; ++j) std::memcpy(vt + j * dh, v + j * ld, size_t(dh) * sizeof(float));
+}
 
 Status attention(const float* qkv, int64_t n, int64_t d, int64_t heads, const int64_t* offsets, int64_t nseq,
                  float* out) {
