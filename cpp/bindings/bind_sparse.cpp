@@ -176,11 +176,7 @@ SpmmMatrix call_view(py::handle w, int64_t m) {
   if (!py::isinstance<SparseMatrix>(w))
     throw py::type_error("w must be a SparseWeights (edgepack.kernels.pack_sparse); got " + checks::describe(w));
   SparseMatrix& sm = w.cast<SparseMatrix&>();
-  if (spmm_wants_slide(sm.view, m)) {
-    spmm_build_slide(sm.view, sm.slide);
-    sm.view.slide = sm.slide.view();
-    sm.view.has_slide = true;
-  }
+  spmm_prepare_slide(sm.view, sm.slide, m);
   if (spmm_wants_sell(sm.view, m)) {  // absent, or built for another path's geometry
     const SpmmSellGeom g = spmm_sell_geom(sm.view);
     if (sm.sell_rejected_rows != g.rows || sm.sell_rejected_win != g.win || sm.sell_rejected_slots != g.slots ||

@@ -103,11 +103,7 @@ Sparse make(int64_t n, int64_t k, double density, bool int8, SpmmFormat fmt, Rng
 // What the binding does before a call: derive the small-M layout when the active path wants it.
 SpmmMatrix call_view(Sparse& s, int64_t m) {
   SpmmMatrix w = s.view();
-  if (edgepack::spmm_wants_slide(w, m)) {
-    edgepack::spmm_build_slide(w, s.slide);
-    w.slide = s.slide.view();
-    w.has_slide = true;
-  }
+  edgepack::spmm_prepare_slide(w, s.slide, m);
   if (edgepack::spmm_wants_sell(w, m)) {
     edgepack::spmm_build_sell(w, s.sell);
     if (edgepack::spmm_sell_worthwhile(w, s.sell)) {

@@ -86,7 +86,7 @@ struct CallScratch {
   std::vector<int32_t> xt_s32;  // transposed quantized activations (tile route)
   std::vector<int32_t> x_s32;   // widened quantized activations (small-M route)
   std::vector<float> xs;
-  std::vector<float> xpad;      // x rows padded to whole 32-column windows (sliced-windows route)
+  std::vector<float> xpad;      // x rows padded to whole windows (sliced-windows routes)
   std::vector<int32_t> xpad_s32;
   std::vector<uint8_t> xpad_u8;  // quantized x + 128, padded (int8 quad route)
   std::vector<Tile> tiles;
@@ -318,8 +318,9 @@ void slice_tasks(const SpmmMatrix& w, int64_t R, int64_t m, int rows, Raw* raw, 
   parallel_for(n_tasks, task, max_threads);
 }
 
-// Small M over the sliced-windows copy: x rows padded to whole 32-column windows, tasks over
-// groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into outputs.
+// Small M over a sliced-windows copy (`sell`: w.sell or w.slide): x rows padded to whole windows,
+// tasks over groups of 16-row slices; raw sums land in `raw` ([m, n]) and epi turns them into
+// outputs.
 template <class T, class Kern, class Epi>
 void run_sell(const SpmmMatrix& w, const SpmmSell& sell, Kern kern, const T* x, int64_t m, T* raw, const Epi& epi) {
   // Sliding windows may start at any column below k: one window more of zeros.

@@ -85,6 +85,9 @@ bool spmm_wants_sell(const SpmmMatrix& w, int64_t m);
 // The same for the float32 sliding-windows copy (SpmmOps::sell_slide_f32, M <= kSpmmSlideMaxM).
 bool spmm_wants_slide(const SpmmMatrix& w, int64_t m);
 void spmm_build_slide(const SpmmMatrix& w, SpmmSellStorage& out);
+// What a caller does before spmm_run with m rows: build the sliding copy into `storage` and point
+// w at it when spmm_wants_slide says so.
+void spmm_prepare_slide(SpmmMatrix& w, SpmmSellStorage& storage, int64_t m);
 
 // y[m, n] = act(x[m] . dense(w)[n] + bias[n]) for float values;
 // y[m, n] = act(acc[m, n] * xs[m] * ws[n] + bias[n]) for int8 values, where x[m] is quantized per

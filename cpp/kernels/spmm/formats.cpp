@@ -268,6 +268,13 @@ void spmm_build_slide(const SpmmMatrix& w, SpmmSellStorage& out) {
   }
 }
 
+void spmm_prepare_slide(SpmmMatrix& w, SpmmSellStorage& storage, int64_t m) {
+  if (!spmm_wants_slide(w, m)) return;
+  spmm_build_slide(w, storage);
+  w.slide = storage.view();
+  w.has_slide = true;
+}
+
 bool spmm_sell_worthwhile(const SpmmMatrix& w, const SpmmSellStorage& s) {
   const double density = double(w.nnz) / (double(w.n) * double(w.k));
   return density >= 0.2 || s.nbytes() <= active().spmm.sell_keep_bytes;

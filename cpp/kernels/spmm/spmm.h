@@ -106,7 +106,7 @@ using SpmmNm24TileS8 = void (*)(const int8_t* val, const uint8_t* meta, int64_t 
 struct SpmmSell {
   int rows = 16, win = 32, slots = 1;  // geometry: rows per slice (lanes), columns per window, slots
   bool nm24 = false;
-  bool sliding = false;  // the quad geometry's sliding windows
+  bool sliding = false;  // sliding windows (the quad geometry, the float32 M <= 2 copy): step_win = start
   const uint32_t* pos = nullptr;       // 2:4 only
   const int64_t* run_ptr = nullptr;    // [slices + 1]
   const int64_t* step_ptr = nullptr;   // [slices + 1]
