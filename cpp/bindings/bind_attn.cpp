@@ -35,12 +35,7 @@ py::array_t<float> attention(py::handle qkv_obj, py::handle offsets_obj, py::han
     if (off[s + 1] < off[s])
       throw py::value_error("offsets must be non-decreasing; offsets[" + std::to_string(s + 1) + "] = " +
                             std::to_string(off[s + 1]) + " < " + std::to_string(off[s]));
-  py::array_t<float, py::array::c_style> out;
-  if (out_obj.is_none()) {
-    out = py::array_t<float, py::array::c_style>({n, d});
-  } else {
-    out = checks::out_array<float>(out_obj, "out", {static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(d)});
-  }
+  auto out = checks::out_or_new<float>(out_obj, "out", {static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(d)});
   const float* q = qkv.data();
   float* o = out.mutable_data();
   Status st;

@@ -149,9 +149,7 @@ const float* bias_of(py::handle bias, int64_t n, py::object& keep) {
 
 // The float output: `out` validated, or a new array.
 py::array_t<float, py::array::c_style> float_out(py::handle out, bool one_d, int64_t m, int64_t n) {
-  std::vector<py::ssize_t> shape = one_d ? std::vector<py::ssize_t>{n} : std::vector<py::ssize_t>{m, n};
-  if (out.is_none()) return py::array_t<float, py::array::c_style>(shape);
-  return checks::out_array<float>(out, "out", shape);
+  return checks::out_or_new<float>(out, "out", one_d ? std::vector<py::ssize_t>{n} : std::vector<py::ssize_t>{m, n});
 }
 
 void check_k(const py::array& a, const char* name, const char* what, int64_t k, int64_t ak) {
@@ -166,10 +164,7 @@ py::array gemm_int8(py::handle a_obj, py::handle w_obj, py::handle out) {
   const PackedB b = weights_of(w_obj, tmp);
   check_k(a, "a", "(M, K)", b.k, a.shape(1));
   const int64_t m = a.shape(0);
-  py::array_t<int32_t, py::array::c_style> c =
-      out.is_none() ? py::array_t<int32_t, py::array::c_style>(
-                          {static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(b.n)})
-                    : checks::out_array<int32_t>(out, "out", {m, b.n});
+  auto c = checks::out_or_new<int32_t>(out, "out", {m, b.n});
   int32_t* cp = c.mutable_data();
   const uint8_t* ap = reinterpret_cast<const uint8_t*>(a.data());
   {

@@ -32,11 +32,7 @@ py::array_t<float> layer_norm(py::handle x_obj, py::handle w_obj, py::handle b_o
     checks::require_shape(r, "residual", {m, d}, "(M, D) like x");
     rp = r.data();
   }
-  py::array_t<float, py::array::c_style> out;
-  if (out_obj.is_none())
-    out = py::array_t<float, py::array::c_style>({m, d});
-  else
-    out = checks::out_array<float>(out_obj, "out", {static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(d)});
+  auto out = checks::out_or_new<float>(out_obj, "out", {static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(d)});
   const float *xp = x.data(), *wp = w.data(), *bp = b.data();
   float* op = out.mutable_data();
   {

@@ -110,12 +110,8 @@ py::array quantize(py::handle x_obj, py::handle scale_obj, py::handle zp_obj, py
   const int axis = normalize_axis(axis_obj, static_cast<int>(x.ndim()));
   Params p = params(scale_obj, zp_obj, axis, x, u8);
   const View v = view_of(x, axis, p.per_channel);
-  py::array out;
-  if (out_obj.is_none())
-    out = u8 ? py::array(py::array_t<uint8_t>(shape_of(x))) : py::array(py::array_t<int8_t>(shape_of(x)));
-  else
-    out = u8 ? py::array(checks::out_array<uint8_t>(out_obj, "out", shape_of(x)))
-             : py::array(checks::out_array<int8_t>(out_obj, "out", shape_of(x)));
+  py::array out = u8 ? py::array(checks::out_or_new<uint8_t>(out_obj, "out", shape_of(x)))
+                     : py::array(checks::out_or_new<int8_t>(out_obj, "out", shape_of(x)));
   uint8_t* op = static_cast<uint8_t*>(out.mutable_data());
   Status st;
   {
@@ -138,8 +134,7 @@ py::array dequantize(py::handle q_obj, py::handle scale_obj, py::handle zp_obj, 
   const int axis = normalize_axis(axis_obj, static_cast<int>(q.ndim()));
   Params p = params(scale_obj, zp_obj, axis, q, u8);
   const View v = view_of(q, axis, p.per_channel);
-  py::array_t<float> out = out_obj.is_none() ? py::array_t<float>(shape_of(q))
-                                             : py::array_t<float>(checks::out_array<float>(out_obj, "out", shape_of(q)));
+  auto out = checks::out_or_new<float>(out_obj, "out", shape_of(q));
   float* op = out.mutable_data();
   const uint8_t* qp = static_cast<const uint8_t*>(q.data());
   {

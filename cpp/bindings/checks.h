@@ -113,6 +113,14 @@ py::array_t<T, py::array::c_style> out_array(py::handle obj, const char* name,
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(a);
 }
 
+// An optional `out=` argument: None -> a new C-contiguous T array of `shape`, else out_array.
+template <class T>
+py::array_t<T, py::array::c_style> out_or_new(py::handle obj, const char* name,
+                                              const std::vector<py::ssize_t>& shape) {
+  if (obj.is_none()) return py::array_t<T, py::array::c_style>(shape);
+  return out_array<T>(obj, name, shape);
+}
+
 // A kernel's Status as a Python exception about argument `name`.
 inline void raise_if_bad(const Status& st, const char* name) {
   switch (st.code) {
