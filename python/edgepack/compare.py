@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from ._callable import make_module_callable
+
 __all__ = ["compare", "Comparison", "file_size", "latency", "stored_parameters"]
 
 
@@ -223,17 +225,4 @@ def compare(models: dict, X, y=None, *, batch_sizes=(1, 256), min_time: float = 
     return Comparison(rows, [int(b) for b in batch_sizes])
 
 
-def _callable_module() -> None:
-    # `import edgepack.compare` makes the attribute edgepack.compare this module rather than the
-    # function; a module whose call is compare() keeps `edgepack.compare({...}, X, y)` working.
-    import sys
-    import types
-
-    class _CompareModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            return compare(*args, **kwargs)
-
-    sys.modules[__name__].__class__ = _CompareModule
-
-
-_callable_module()
+make_module_callable(__name__, "compare")

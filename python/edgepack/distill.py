@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._callable import make_module_callable
 from .train import autograd
 from .train.losses import cross_entropy, kd_loss
 from .train.trainer import _check_classes, _pos_float, _pos_int, as_inputs, fit, validation_eval
@@ -204,17 +205,4 @@ def distill(teacher, student, X, y=None, *, temperature: float = 4.0, alpha: flo
                taps=taps if pairs else None, desc="distill")
 
 
-def _callable_module() -> None:
-    # `import edgepack.distill` rebinds the attribute edgepack.distill to this module instead of the
-    # function; a module whose call is distill() keeps `edgepack.distill(...)` working either way.
-    import sys
-    import types
-
-    class _DistillModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            return distill(*args, **kwargs)
-
-    sys.modules[__name__].__class__ = _DistillModule
-
-
-_callable_module()
+make_module_callable(__name__, "distill")
