@@ -15,23 +15,7 @@ namespace {
 
 #define EP_INLINE inline __attribute__((always_inline))
 
-// e^x for x <= 0; clamped at -87 so that 2^n stays a normal float (n >= -126).
-EP_INLINE __m256 exp_ps(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723e-6f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+#include "kernels/common/vexp_ymm.inc"
 
 EP_INLINE float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -121,7 +105,7 @@ void head(const float* q, const float* k, const float* v, int64_t ld, int64_t L,
     const __m256 m = _mm256_set1_ps(hmax(mx));
     __m256 den = _mm256_setzero_ps();
     for (int64_t j = 0; j < lp; j += 8) {
-      const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
+      const __m256 e = v_exp(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
       _mm256_storeu_ps(p + j, e);
       den = _mm256_add_ps(den, e);
     }

@@ -15,23 +15,7 @@ namespace {
 
 #define EP_INLINE inline __attribute__((always_inline))
 
-// e^x for x <= 0 (the row maximum is subtracted first); error about 2 ulp. Below -87 the result
-// is clamped to e^-87 (~1.6e-38), which no softmax row can tell from 0 next to its maximum's 1.
-EP_INLINE __m512 exp_ps(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
+#include "kernels/common/vexp_zmm.inc"
 
 // p[j0 .. j0 + 16 NV) = q_i . k_j for NV column vectors, keys transposed in kt (row stride lp).
 template <int NV>
@@ -130,7 +114,7 @@ void head(const float* q, const float* k, const float* v, int64_t ld, int64_t L,
     const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     __m512 den = _mm512_setzero_ps();
     for (int64_t j = 0; j < lp; j += 16) {
-      const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), m));
+      const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(p + j), m));
       _mm512_storeu_ps(p + j, e);
       den = _mm512_add_ps(den, e);
     }
