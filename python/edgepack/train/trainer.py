@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..nn.layers import _pos_int
 from . import autograd
 from .losses import cross_entropy, mse
 from .optim import make_optimizer
@@ -14,12 +15,6 @@ from .optim import make_optimizer
 __all__ = ["train", "fit"]
 
 LOSSES = {"cross_entropy": cross_entropy, "mse": mse}
-
-
-def _pos_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer; got {v!r}")
-    return int(v)
 
 
 def _pos_float(v, name: str, allow_zero: bool = False) -> float:
