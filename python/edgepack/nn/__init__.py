@@ -23,5 +23,14 @@ __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Reshape",
     "Embedding", "LayerNorm", "BatchNorm", "BatchNorm1d", "BatchNorm2d", "ReLU", "GELU", "SiLU",
     "Tanh", "Sigmoid", "Softmax", "Dropout", "Identity", "Sequential", "Residual",
-    "MultiHeadAttention", "TransformerEncoderLayer",
+    "MultiHeadAttention", "TransformerEncoderLayer", "Graph", "Node",
 ]
+
+
+def __getattr__(name):
+    # Graph and Node live in edgepack.graph (which imports this package's base): loaded on first use.
+    if name in ("Graph", "Node"):
+        from ..graph import ir
+
+        return getattr(ir, name)
+    raise AttributeError(f"module 'edgepack.nn' has no attribute {name!r}")

@@ -1,0 +1,7 @@
+"""Graphs: an ONNX-like IR (:class:`Graph`, :class:`Node`), the operator registry, the compiled
+executor and the graph passes.  ``edgepack.from_onnx`` builds a Graph from an ONNX file."""
+
+from .ir import Graph, Node
+from .registry import get_op, register_op, registered_ops
+
+__all__ = ["Graph", "Node", "register_op", "get_op", "registered_ops"]
