@@ -1,4 +1,17 @@
 """Operator families.  Importing this package registers every operator; each module holds one
 family and registers its ops with :func:`edgepack.graph.registry.register_op`."""
 
-from . import basic  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    basic,
+    conv,
+    elementwise,
+    linalg,
+    norm,
+    pool,
+    quant,
+    reduce,
+    resize,
+    rnn,
+    shape,
+)

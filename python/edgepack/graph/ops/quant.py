@@ -1,0 +1,3 @@
+"""quant operators (see edgepack.graph.registry for the maker contract)."""
+
+from __future__ import annotations
