@@ -25,7 +25,7 @@ void register_conv_s8(KernelTable& t) {
   t.conv_s8.a_unsigned = kDotUnsigned;
   t.conv_s8.mr = kMR;
   t.conv_s8.np = kNP;
-  t.conv_s8.dw_ct = 16;
+  t.conv_s8.dw_ct = kDwChannels;
 }
 
 }  // namespace edgepack::avx512

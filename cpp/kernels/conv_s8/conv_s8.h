@@ -91,6 +91,7 @@ struct DwArgs {
   const int8_t* wt = nullptr;       // [kh*kw][cpad] weights
   int64_t cpad = 0;
   const int32_t* init = nullptr;    // [cpad] accumulator start: -zp * sum_t w[t][c]
+  const int32_t* wsum = nullptr;    // [cpad] sum_t w[t][c]
   const uint8_t* zbuf = nullptr;    // >= cpad bytes of the zero point
   bool x_unsigned = false;
   int64_t row0 = 0;                 // output row (pixel) index of this image's first pixel

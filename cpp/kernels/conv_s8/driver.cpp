@@ -203,6 +203,7 @@ void Packed::run(const uint8_t* x, bool x_u8, int32_t zp, int64_t n, int64_t h, 
     base.wt = data_;
     base.cpad = l.cpad;
     base.init = init;
+    base.wsum = sums_;
     base.zbuf = zbuf;
     base.x_unsigned = x_u8;
     base.epi = &e;
