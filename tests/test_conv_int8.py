@@ -11,6 +11,8 @@ import pytest
 import edgepack
 from edgepack.kernels import ConvInt8, conv2d_int8, conv2d_int8_acc, pack_conv_weights, same_pads
 
+from _fuzz_targets import _conv_ref as ref_acc  # int64 NHWC reference: ref_acc(x, w, zp, stride, pads, dilation, groups)
+
 F32 = np.float32
 
 # (cin, cout, kernel (kh, kw), stride, pads (t, l, b, r), dilation, groups, batch, h, w)
@@ -47,28 +49,6 @@ CASES = [
 ]
 IDS = [f"c{c[0]}-{c[1]}-k{c[2][0]}x{c[2][1]}-s{c[3]}-p{''.join(map(str, c[4]))}-d{c[5]}-g{c[6]}-n{c[7]}-{c[8]}x{c[9]}"
        for c in CASES]
-
-
-def ref_acc(x, w, zp, stride, pads, dilation, groups):
-    """int64 NHWC convolution of (x - zp) with w [Cout, Cin/groups, KH, KW]."""
-    n, h, wd, c = x.shape
-    cout, cg, kh, kw = w.shape
-    t, l, b, r = pads
-    xp = np.full((n, h + t + b, wd + l + r, c), zp, np.int64)
-    xp[:, t:t + h, l:l + wd] = x
-    xp -= zp
-    oh = (h + t + b - dilation * (kh - 1) - 1) // stride + 1
-    ow = (wd + l + r - dilation * (kw - 1) - 1) // stride + 1
-    acc = np.zeros((n, oh, ow, cout), np.int64)
-    coutg = cout // groups
-    for ky in range(kh):
-        for kx in range(kw):
-            patch = xp[:, ky * dilation: ky * dilation + stride * (oh - 1) + 1: stride,
-                       kx * dilation: kx * dilation + stride * (ow - 1) + 1: stride]
-            for g in range(groups):
-                wg = w[g * coutg:(g + 1) * coutg, :, ky, kx].astype(np.int64)
-                acc[..., g * coutg:(g + 1) * coutg] += patch[..., g * cg:(g + 1) * cg] @ wg.T
-    return acc
 
 
 def ref_float(acc, xs, ws, bias, residual, act, params):
@@ -366,3 +346,13 @@ def test_empty_batch():
     pw = pack_conv_weights(np.ones((4, 3, 3, 3), np.int8), pads=1)
     y = conv2d_int8(np.zeros((0, 5, 5, 3), np.int8), pw, 1.0, x_scale=1.0)
     assert y.shape == (0, 5, 5, 4)
+
+
+def test_bench_suite_smoke(capsys):
+    from edgepack.benchsuite.conv_int8 import main
+
+    assert main(["--layers", "r50 3x3 @7", "dw5x5 s2", "--quick", "--no-ort"]) == 0
+    text = capsys.readouterr().out
+    assert "r50 3x3 @7" in text and "lcnet dw5x5 s2" in text and "GOP/s" in text and "CPU:" in text
+    with pytest.raises(ValueError, match="--threads"):
+        main(["--threads", "0", "--quick", "--no-ort"])

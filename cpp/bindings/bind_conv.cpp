@@ -21,19 +21,10 @@ namespace py = pybind11;
 namespace edgepack::bindings {
 namespace {
 
+using checks::aligned_bytes;
 using checks::describe;
+using checks::FreeDeleter;
 using checks::shape_str;
-
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-
-void* aligned_bytes(int64_t bytes) {
-  const size_t sz = static_cast<size_t>((bytes + 63) / 64 * 64);
-  void* p = std::aligned_alloc(64, sz ? sz : 64);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
 
 std::string tuple_str(std::initializer_list<int64_t> v) {
   std::string s = "(";

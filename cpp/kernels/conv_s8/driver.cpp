@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/scratch.h"
 #include "core/thread_pool.h"
 #include "kernels/conv_s8/conv_s8.h"
 
@@ -30,11 +31,6 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
-}
-template <class T>
-T* grow(std::vector<T>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  return v.data();
 }
 
 // Calls below this many multiply-accumulates run on the calling thread (waking a worker costs
