@@ -80,7 +80,9 @@ void store_row(const GemmArgs& g, int64_t m, int64_t n0, int64_t nn, const int32
     for (int64_t j = 0; j < nn; ++j) y[j] = act_one(y[j], g.act);
 }
 
-constexpr int kRows = 2;
+#include "kernels/gemm_s8/neon_tile.inc"
+
+constexpr int kRows = kTileRows;
 
 // Rows [m, m + rows) against panel p, rows <= kRows.
 void panel_rows(const GemmArgs& g, int64_t m, int rows, int64_t p) {
@@ -88,39 +90,20 @@ void panel_rows(const GemmArgs& g, int64_t m, int rows, int64_t p) {
   const int64_t groups = b.kp / kKU;
   const int8_t* bp = b.data + p * groups * (kNR * kKU);
   const int32_t* cs = b.colsum + p * kNR;
-  // half[r][2j]: columns 4j, 4j+1 (two partial sums each); half[r][2j+1]: columns 4j+2, 4j+3.
-  int32x4_t half[kRows][8];
-  const int8_t* ar[kRows];
+  int32x4_t acc[kRows][4];
+  const uint8_t* ar[kRows];
   for (int r = 0; r < kRows; ++r) {
-    ar[r] = reinterpret_cast<const int8_t*>(g.a + (m + (r < rows ? r : 0)) * g.lda);
-    for (int h = 0; h < 8; ++h) half[r][h] = vdupq_n_s32(0);
+    const int64_t row = m + (r < rows ? r : 0);  // unused accumulators repeat a valid row
+    ar[r] = g.a + row * g.lda;
+    const int32_t corr = g.row_corr ? g.row_corr[row] : 0;
+    for (int j = 0; j < 4; ++j) acc[r][j] = vmulq_n_s32(vld1q_s32(cs + 4 * j), corr);  // wrapping
   }
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    const int8_t* bg = bp + gi * (kNR * kKU);
-    int8x16_t bq[4];
-    for (int j = 0; j < 4; ++j) bq[j] = vld1q_s8(bg + 16 * j);
-    for (int r = 0; r < kRows; ++r) {
-      int32_t word;
-      std::memcpy(&word, ar[r] + gi * kKU, 4);
-      const int8x16_t a = vreinterpretq_s8_s32(vdupq_n_s32(word));
-      for (int j = 0; j < 4; ++j) {
-        half[r][2 * j] = vpadalq_s16(half[r][2 * j], vmull_s8(vget_low_s8(bq[j]), vget_low_s8(a)));
-        half[r][2 * j + 1] = vpadalq_s16(half[r][2 * j + 1], vmull_high_s8(bq[j], a));
-      }
-    }
-  }
+  mac_panel<kRows, false>(acc, bp, 1, groups, [&](int64_t, const uint8_t* (&rp)[kRows]) {
+    for (int r = 0; r < kRows; ++r) rp[r] = ar[r];
+  });
   const int64_t n0 = p * kNR;
   const int64_t nn = b.n - n0 < kNR ? b.n - n0 : kNR;
-  for (int r = 0; r < rows; ++r) {
-    const int32_t corr = g.row_corr ? g.row_corr[m + r] : 0;
-    int32x4_t acc[4];
-    for (int j = 0; j < 4; ++j) {
-      // vpaddq_s32(x, y) = [x0+x1, x2+x3, y0+y1, y2+y3]: columns 4j .. 4j+3 in order.
-      const int32x4_t sums = vpaddq_s32(half[r][2 * j], half[r][2 * j + 1]);
-      acc[j] = vmlaq_n_s32(sums, vld1q_s32(cs + 4 * j), corr);  // wrapping, like every path
-    }
-    store_row(g, m + r, n0, nn, acc);
-  }
+  for (int r = 0; r < rows; ++r) store_row(g, m + r, n0, nn, acc[r]);
 }
 
 void block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {

@@ -80,7 +80,9 @@ void store_row(const GemmArgs& g, int64_t m, int64_t n0, int64_t nn, const int32
     for (int64_t j = 0; j < nn; ++j) y[j] = act_one(y[j], g.act);
 }
 
-constexpr int kRows = 4;
+#include "kernels/gemm_s8/neon_dot_tile.inc"
+
+constexpr int kRows = kTileRows;
 
 // Rows [m, m + rows) against panel p, rows <= kRows.
 void panel_rows(const GemmArgs& g, int64_t m, int rows, int64_t p) {
@@ -89,48 +91,16 @@ void panel_rows(const GemmArgs& g, int64_t m, int rows, int64_t p) {
   const int8_t* bp = b.data + p * groups * (kNR * kKU);
   const int32_t* cs = b.colsum + p * kNR;
   int32x4_t acc[kRows][4];
-  const int8_t* ar[kRows];
+  const uint8_t* ar[kRows];
   for (int r = 0; r < kRows; ++r) {
     const int64_t row = m + (r < rows ? r : 0);  // unused accumulators repeat a valid row
-    ar[r] = reinterpret_cast<const int8_t*>(g.a + row * g.lda);
+    ar[r] = g.a + row * g.lda;
     const int32_t corr = g.row_corr ? g.row_corr[row] : 0;
     for (int j = 0; j < 4; ++j) acc[r][j] = vmulq_n_s32(vld1q_s32(cs + 4 * j), corr);  // wrapping
   }
-  int64_t gi = 0;
-  for (; gi + 4 <= groups; gi += 4) {  // four k-groups per step: one 16-byte load per row
-    int8x16_t a[kRows];
-    for (int r = 0; r < kRows; ++r) a[r] = vld1q_s8(ar[r] + gi * kKU);
-    const int8_t* bg = bp + gi * (kNR * kKU);
-#define EP_STEP(L)                                                                          \
-  {                                                                                         \
-    const int8x16_t b0 = vld1q_s8(bg + 64 * L), b1 = vld1q_s8(bg + 64 * L + 16);            \
-    const int8x16_t b2 = vld1q_s8(bg + 64 * L + 32), b3 = vld1q_s8(bg + 64 * L + 48);       \
-    for (int r = 0; r < kRows; ++r) {                                                       \
-      acc[r][0] = vdotq_laneq_s32(acc[r][0], b0, a[r], L);                                  \
-      acc[r][1] = vdotq_laneq_s32(acc[r][1], b1, a[r], L);                                  \
-      acc[r][2] = vdotq_laneq_s32(acc[r][2], b2, a[r], L);                                  \
-      acc[r][3] = vdotq_laneq_s32(acc[r][3], b3, a[r], L);                                  \
-    }                                                                                       \
-  }
-    EP_STEP(0)
-    EP_STEP(1)
-    EP_STEP(2)
-    EP_STEP(3)
-#undef EP_STEP
-  }
-  for (; gi < groups; ++gi) {
-    const int8_t* bg = bp + gi * (kNR * kKU);
-    const int8x16_t b0 = vld1q_s8(bg), b1 = vld1q_s8(bg + 16), b2 = vld1q_s8(bg + 32), b3 = vld1q_s8(bg + 48);
-    for (int r = 0; r < kRows; ++r) {
-      int32_t word;
-      std::memcpy(&word, ar[r] + gi * kKU, 4);
-      const int8x16_t a = vreinterpretq_s8_s32(vdupq_n_s32(word));
-      acc[r][0] = vdotq_s32(acc[r][0], b0, a);
-      acc[r][1] = vdotq_s32(acc[r][1], b1, a);
-      acc[r][2] = vdotq_s32(acc[r][2], b2, a);
-      acc[r][3] = vdotq_s32(acc[r][3], b3, a);
-    }
-  }
+  mac_panel<kRows, false>(acc, bp, 1, groups, [&](int64_t, const uint8_t* (&rp)[kRows]) {
+    for (int r = 0; r < kRows; ++r) rp[r] = ar[r];
+  });
   const int64_t n0 = p * kNR;
   const int64_t nn = b.n - n0 < kNR ? b.n - n0 : kNR;
   for (int r = 0; r < rows; ++r) store_row(g, m + r, n0, nn, acc[r]);
