@@ -262,6 +262,10 @@ def test_packed_properties_copy_and_same_pads():
         t, l, b, r = same_pads(h, h, 3, 2)
         p = pack_conv_weights(np.ones((1, 1, 3, 3), np.int8), stride=2, pads=(t, l, b, r))
         assert p.output_hw(h, h) == (math.ceil(h / 2),) * 2
+    with pytest.raises(TypeError, match="h must be an int"):
+        same_pads(float("inf"), 4, 3)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        same_pads(4, 4, 3, 0)
 
 
 def test_errors(rng):

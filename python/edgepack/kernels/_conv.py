@@ -60,6 +60,14 @@ def same_pads(h: int, w: int, kernel_size, stride=1, dilation=1, *, upper: bool 
     (``upper=False``: ONNX SAME_LOWER). Output size is ``ceil(in / s)``.
     """
     (kh, kw), (sh, sw), (dh, dw) = _pair(kernel_size, "kernel_size"), _pair(stride, "stride"), _pair(dilation, "dilation")
+    for name, v in (("h", h), ("w", w)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an int; got {v!r}")
+    h, w = int(h), int(w)
+    for name, v in (("h", h), ("w", w), ("kernel_size", min(kh, kw)), ("stride", min(sh, sw)),
+                    ("dilation", min(dh, dw))):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1; got {v}")
     out = []
     for n, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
         total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
