@@ -37,7 +37,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _guess_input_shape(model):
-    from .nn import Embedding, Linear
+    from ..nn import Embedding, Linear
 
     first = next((m for _, m in model.named_modules() if not m.children()), None)
     if isinstance(first, Linear):
@@ -57,7 +57,7 @@ def info_main(argv) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from .io import load, read_header
+    from ..io import load, read_header
 
     header = read_header(args.model)
     model = load(args.model)
@@ -105,7 +105,7 @@ def eval_main(argv) -> int:
         return args
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer; got {args.batch_size}")
-    from .io import load
+    from ..io import load
 
     model = load(args.model)
     x = _load_array(args.data, "--data")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .benchsuite import SUITES
+from ..benchsuite import SUITES
 
 USAGE = """\
 usage: edgepack <command> [options]
@@ -28,11 +28,11 @@ commands:
 
 # command -> (module, function); each function takes argv (list[str]) and returns an exit code.
 COMMANDS = {
-    "info": ("edgepack._cli_model", "info_main"),
-    "quantize": ("edgepack._cli_ptq", "quantize_main"),
-    "eval": ("edgepack._cli_model", "eval_main"),
-    "demo": ("edgepack._cli_demo", "demo_main"),
-    "report": ("edgepack._cli_demo", "report_main"),
+    "info": ("edgepack.cli.model", "info_main"),
+    "quantize": ("edgepack.cli.ptq", "quantize_main"),
+    "eval": ("edgepack.cli.model", "eval_main"),
+    "demo": ("edgepack.cli.demo", "demo_main"),
+    "report": ("edgepack.cli.demo", "report_main"),
 }
 
 
@@ -41,7 +41,7 @@ class CliError(Exception):
 
 
 def _cpu_main(argv: list[str]) -> int:
-    from . import cpu_info
+    from .. import cpu_info
 
     info = cpu_info()
     feats = ", ".join(k for k, v in info["features"].items() if v) or "(none)"
@@ -59,7 +59,7 @@ def _resolve(cmd: str, rest: list[str]):
         if rest and rest[0] in SUITES:
             mod = importlib.import_module(f"edgepack.benchsuite.{rest[0]}")
             return mod.main, rest[1:]
-        mod = importlib.import_module("edgepack._cli_ptq")
+        mod = importlib.import_module("edgepack.cli.ptq")
         return mod.bench_main, rest
     if cmd not in COMMANDS:
         raise CliError(f"unknown command {cmd!r}; expected one of: cpu, bench, {', '.join(COMMANDS)}")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     if argv[0] in ("--version", "version"):
-        from . import __version__
+        from .. import __version__
 
         print(__version__)
         return 0

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ._cli_model import _guess_input_shape, _load_array, _parse, _Parser, _shape
+from .model import _guess_input_shape, _load_array, _parse, _Parser, _shape
 
 __all__ = ["quantize_main", "bench_main"]
 
@@ -27,7 +27,7 @@ _METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 def _is_quantized(model) -> bool:
-    from .nn.quantized import QConv2d, QLinear
+    from ..nn.quantized import QConv2d, QLinear
 
     return any(isinstance(m, (QLinear, QConv2d)) for _, m in model.named_modules())
 
@@ -61,8 +61,8 @@ def quantize_main(argv) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from . import quantize
-    from .io import load, read_header, save
+    from .. import quantize
+    from ..io import load, read_header, save
 
     header = read_header(args.model)
     model = load(args.model)
@@ -191,8 +191,8 @@ def bench_main(argv) -> int:
     if args.rounds < 1 or not args.min_time > 0:
         raise ValueError(f"--rounds must be >= 1 and --min-time > 0; got {args.rounds}, {args.min_time}")
     import edgepack
-    from .io import load, read_header
-    from .ptq import quantize, to_float
+    from ..io import load, read_header
+    from ..ptq import quantize, to_float
 
     if args.threads is not None:
         if args.threads < 1:
