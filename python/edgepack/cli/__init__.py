@@ -20,6 +20,7 @@ commands:
   quantize MODEL -o OUT         post-training int8 quantization
   eval MODEL --data X.npy --labels y.npy
   bench SUITE|MODEL             SUITE is one of: {suites}; MODEL benchmarks a saved model
+                                or an .onnx file against onnxruntime (float and int8)
   report MODEL... --plot out.png
   cpu                           detected CPU features, kernel paths and threads
 
@@ -59,6 +60,9 @@ def _resolve(cmd: str, rest: list[str]):
         if rest and rest[0] in SUITES:
             mod = importlib.import_module(f"edgepack.benchsuite.{rest[0]}")
             return mod.main, rest[1:]
+        if rest and str(rest[0]).lower().endswith(".onnx"):
+            mod = importlib.import_module("edgepack.cli.bench_graph")
+            return mod.bench_onnx_main, rest
         mod = importlib.import_module("edgepack.cli.ptq")
         return mod.bench_main, rest
     if cmd not in COMMANDS:

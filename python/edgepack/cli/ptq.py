@@ -44,7 +44,7 @@ def _input_shape(model, header, given):
 def quantize_main(argv) -> int:
     """``edgepack quantize MODEL -o OUT [--calibration X.npy] [--method M] [--activations A] [--weights W]``."""
     p = _Parser(prog="edgepack quantize", description="Post-training int8 quantization of a saved model.")
-    p.add_argument("model", help="float model file written by edgepack.save")
+    p.add_argument("model", help="float model file written by edgepack.save, or an .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the int8 model")
     p.add_argument("--calibration", default=None,
                    help="representative inputs, a .npy array with a batch axis (e.g. N,64 or N,1,8,8)")
@@ -62,10 +62,9 @@ def quantize_main(argv) -> int:
     if isinstance(args, int):
         return args
     from .. import quantize
-    from ..io import load, read_header, save
+    from ..io import read_model, save
 
-    header = read_header(args.model)
-    model = load(args.model)
+    model, header = read_model(args.model)
     calib = None if args.calibration is None else _load_array(args.calibration, "--calibration")
     if calib is not None:
         # Integer arrays are allowed: token ids for a model that starts with an Embedding.
