@@ -164,7 +164,7 @@ def _depthwise(xp, weight, oh, ow, sh, sw, dh, dw):
     m = o // c  # depth multiplier: output channel c*m + k reads input channel c
     wr = weight.reshape(c, m, kh, kw)
     taps = [(i, j, wr[:, :, i, j].reshape(1, c, m, 1, 1)) for i in range(kh) for j in range(kw)]
-    y = np.empty((n, c, m, oh, ow), dtype=np.float32)
+    y = np.empty((n, c, m, oh, ow), dtype=xp.dtype)  # the input's float dtype (float32 for the layers)
     # Work on batch chunks of ~512 KiB of output so the accumulator and the product stay in
     # cache across the kh*kw passes (about 1.6x faster than whole-batch passes).
     nb = max(1, (1 << 19) // max(1, c * m * oh * ow * 4))
