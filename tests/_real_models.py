@@ -55,7 +55,20 @@ def model_path(name: str) -> str:
 
 
 # -- OCR data ------------------------------------------------------------------------------------
-FONTS = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVu*.ttf"))
+def _fonts() -> list[str]:
+    # Debian's fonts-dejavu-core, else the DejaVu files matplotlib (a test extra) ships
+    found = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVu*.ttf"))
+    if not found:
+        import matplotlib
+
+        d = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+        found = sorted(f for f in glob.glob(os.path.join(d, "DejaVu*.ttf")) if "Display" not in f)
+    if not found:
+        raise FileNotFoundError("no DejaVu fonts: apt-get install fonts-dejavu-core (or pip install matplotlib)")
+    return found
+
+
+FONTS = _fonts()
 _WORDS = ("the of and to in is for on with as by at from that this edge pack model int8 speed "
           "small fast graph layer tensor kernel python numpy order invoice total amount date "
           "street city account number price quantity north south river house table paper").split()
@@ -152,6 +165,14 @@ def cer(pred: str, ref: str) -> float:
 
 
 # -- audio ---------------------------------------------------------------------------------------
+def speech_clips() -> list[np.ndarray]:
+    """Five English utterances, float32 mono 16 kHz, 2.2-3.7 s each (tests/data/speech_16k.npz,
+    made once with :func:`speech_16k` so the tests need no speech synthesiser)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with np.load(os.path.join(here, "data", "speech_16k.npz"), allow_pickle=False) as z:
+        return [z[k].astype(np.float32) / 32768.0 for k in sorted(z.files)]
+
+
 def speech_16k(text: str, seed: int = 0) -> np.ndarray:
     """float32 mono 16 kHz speech synthesised by espeak-ng (raises if it is not installed)."""
     import tempfile

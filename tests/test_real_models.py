@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 import edgepack  # noqa: E402
 
 from _real_models import (cls_input, ctc_decode, model_path, ocr_lines, rec_charset, rec_input,  # noqa: E402
-                          render_line, silero_windows, speech_16k, cer)
+                          render_line, silero_windows, speech_clips, cer)
 
 pytestmark = [pytest.mark.realmodels, pytest.mark.slow]
 
@@ -95,7 +95,7 @@ def _feeds(name, g, seed=0):
     if name == "minilm-l3":
         return _minilm_feeds()
     if name == "silero":
-        audio = speech_16k("testing the voice activity detector", seed)
+        audio = speech_clips()[4]
         return {"input": silero_windows(audio), "h": np.zeros((1, 1, 128), np.float32),
                 "c": np.zeros((1, 1, 128), np.float32)}
     raise KeyError(name)
@@ -184,12 +184,9 @@ def test_minilm_l3_int8_cosine(graphs):
 def test_silero_int8_speech_probability(graphs):
     g = graphs("silero")
     z = np.zeros((1, 1, 128), np.float32)
-    texts = ["hello there, this is a test of speech detection", "the quick brown fox jumps over the lazy dog",
-             "one two three four five six seven", "please call me back tomorrow morning"]
     rng = np.random.default_rng(0)
     clips = []
-    for i, t in enumerate(texts):
-        s = speech_16k(t, i)
+    for s in speech_clips()[:4]:
         sil = (rng.normal(0, 0.002, 16000)).astype(np.float32)   # a second of near-silence
         clips.append(np.concatenate([sil, s, sil]))
     calib = [{"input": silero_windows(c), "h": z, "c": z} for c in clips[:2]]
