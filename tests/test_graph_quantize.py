@@ -39,10 +39,10 @@ def test_quantized_graph_close_to_float(cnn, rng, activations, tmp_path):
     x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
     assert _sqnr(g(x), q(x)) > 25
     assert rep.output_sqnr_db is not None and rep.output_sqnr_db > 25
-    # int8 weights: the file is smaller; save/load keeps the exact function
-    edgepack.save(g, tmp_path / "f.edgepack")
+    # int8 weights: a third of the tensor bytes (this toy's file is mostly its JSON header);
+    # save/load keeps the exact function
+    assert q.nbytes() < 0.35 * g.nbytes()
     edgepack.save(q, tmp_path / "q.edgepack")
-    assert (tmp_path / "q.edgepack").stat().st_size < 0.5 * (tmp_path / "f.edgepack").stat().st_size
     q2 = edgepack.load(tmp_path / "q.edgepack")
     np.testing.assert_array_equal(q2(x), q(x))
 
