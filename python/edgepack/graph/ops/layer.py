@@ -67,7 +67,7 @@ def layer_node(layer, x: str, out: str, name: str, params: dict, *, conv1d: bool
     tnames = []
     for k, v in layer.get_tensors().items():
         pname = f"{name}.{k}"
-        params[pname] = np.ascontiguousarray(v)
+        params[pname] = np.asarray(v, order="C")
         ins.append(pname)
         tnames.append(k)
     return Node("Layer", ins, [out], {"class": layer._layer_name or type(layer).__name__,
