@@ -10,8 +10,9 @@ AveragePool 7 (count_include_pad) / 10 (ceil_mode) / 11 / 19 (dilations): same g
 LpPool 2 / 11 / 18 (ceil_mode, dilations): ``(sum |x|^p) ** (1/p)`` over each window.
 GlobalAveragePool, GlobalMaxPool (1), GlobalLpPool (2): over every spatial axis.
 
-Every window op is one strided whole-tensor operation per kernel tap (9 for 3x3): no per-pixel
-Python loops.  MaxPool runs on any real dtype; the others on floating-point tensors (float16 is
+Window maxima and sums are separable: one strided whole-tensor operation per tap and spatial
+axis (3 + 3 for 3x3), innermost axis first; no per-pixel Python loops.  MaxPool's Indices output
+takes one pass per window tap instead (it must know which tap won).  MaxPool runs on any real dtype; the others on floating-point tensors (float16 is
 computed in float32 and cast back).
 """
 
@@ -77,6 +78,23 @@ class _Geometry:
             sl = (slice(None), slice(None)) + tuple(
                 slice(i * d, i * d + s * (o - 1) + 1, s) for i, d, s, o in zip(tap, self.dil, self.strides, self.out))
             yield t, xp[sl]
+
+    def reduce(self, xp, ufunc):
+        """``ufunc`` (np.maximum or np.add) over every window of padded ``xp``, one spatial
+        axis at a time: a k1 x k2 window costs k1 + k2 passes instead of k1 * k2 (max and sum
+        are separable)."""
+        v = xp
+        for i in reversed(range(len(self.out))):       # innermost first: it shrinks the rest
+            ax = 2 + i
+            k, d, s, o = self.kshape[i], self.dil[i], self.strides[i], self.out[i]
+            lead = (slice(None),) * ax
+            if k == 1 and s == 1 and v.shape[ax] == o:
+                continue
+            y = v[lead + (slice(0, s * (o - 1) + 1, s),)].copy()
+            for t in range(1, k):
+                ufunc(y, v[lead + (slice(t * d, t * d + s * (o - 1) + 1, s),)], out=y)
+            v = y
+        return v if v is not xp else v.copy()
 
     def counts(self, include_pad: bool) -> np.ndarray | None:
         """Divisor per output position (broadcastable), or None when every window is full."""
@@ -150,12 +168,7 @@ def _maxpool_maker(dilations: bool):
             g = geometry(x)
             xp = g.pad(x, _lowest(x.dtype))
             if not want_indices:
-                y = None
-                for _, sl in g.tap_slices(xp):
-                    if y is None:
-                        y = sl.copy()
-                    else:
-                        np.maximum(y, sl, out=y)
+                y = g.reduce(xp, np.maximum)
                 return y if len(node.outputs) == 1 else (y, None)
             return _maxpool_indices(x, xp, g, storage_order)
 
@@ -233,13 +246,7 @@ def _float_input(x):
 
 
 def _window_sum(xp, g):
-    y = None
-    for _, sl in g.tap_slices(xp):
-        if y is None:
-            y = sl.copy()
-        else:
-            y += sl
-    return y
+    return g.reduce(xp, np.add)
 
 
 def _avgpool_maker(dilations: bool):

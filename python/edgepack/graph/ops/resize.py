@@ -17,10 +17,11 @@ scale as ``floor(scale * input size)`` without the roi factor; a missing roi is 
 
 Interpolation is separable: per resized axis a table of (input index, weight) taps is built once
 per (input size, output size, scale, roi) and kept per input shape, so a call is one gather per
-tap and axis.  Tables that reduce to whole-pixel copies run as cheaper operations: an identity
-axis is skipped, an integer nearest upscale (what exporters emit for 2x upsampling) is one
-broadcast copy over all such axes together, an integer nearest downscale is a strided slice.
-Axes that shrink are resized first.
+tap and axis (two taps, linear, as ``a + (b - a) * w``).  Tables that reduce to whole-pixel
+copies run as cheaper operations: an identity axis is skipped, an integer nearest upscale (what
+exporters emit for 2x upsampling) is ``f`` slot writes, an integer nearest downscale a strided
+slice.  The axes are resized in the order that moves the fewest elements (shrinking axes first,
+gathers along the innermost axis on the smaller tensor).
 
 Integer inputs interpolated linearly or cubically are rounded (half to even) and saturated.
 """
@@ -180,20 +181,14 @@ def _simplify_take(idx, size, out, extrap):
 
 # -- the whole tensor -----------------------------------------------------------------------------
 
-def _repeat_all(v, factors: dict):
-    """Nearest integer upscaling of several axes in one broadcast copy."""
-    shape, bshape, final = [], [], []
-    for ax, n in enumerate(v.shape):
-        f = factors.get(ax)
-        if f is None:
-            shape.append(n)
-            bshape.append(n)
-            final.append(n)
-        else:
-            shape += [n, 1]
-            bshape += [n, f]
-            final.append(n * f)
-    return np.broadcast_to(v.reshape(shape), bshape).reshape(final)
+def _repeat(v, ax: int, f: int):
+    """Nearest integer upscaling of one axis: ``f`` slot writes into a (..., n, f, ...) buffer
+    (several times faster than a broadcast copy, whose innermost loop would be f long)."""
+    out = np.empty(v.shape[:ax + 1] + (f,) + v.shape[ax + 1:], dtype=v.dtype)
+    lead = (slice(None),) * (ax + 1)
+    for k in range(f):
+        out[lead + (k,)] = v
+    return out.reshape(v.shape[:ax] + (v.shape[ax] * f,) + v.shape[ax + 1:])
 
 
 def _fill(y, ax, mask, value):
@@ -205,8 +200,6 @@ def _apply(plan, x, cfg):
     ops = [(ax, op) for ax, op in plan if op[0] != "identity"]
     if not ops:
         return x.copy()
-    if all(op[0] == "repeat" for _, op in ops):
-        return _repeat_all(x, {ax: op[1] for ax, op in ops})
     interp = any(op[0] == "taps" for _, op in ops)
     out_dt = x.dtype
     if interp and x.dtype.kind != "f":
@@ -216,10 +209,9 @@ def _apply(plan, x, cfg):
     for ax, op in ops:
         kind = op[0]
         if kind == "repeat":
-            v = _repeat_all(v, {ax: op[1]})
+            v = _repeat(v, ax, op[1])
         elif kind == "slice":
-            sl = (slice(None),) * ax + (slice(op[1], None, op[2]),)
-            v = v[sl]
+            v = v[(slice(None),) * ax + (slice(op[1], None, op[2]),)]
         elif kind == "take":
             v = np.take(v, op[1], axis=ax)
             if op[2] is not None:
@@ -228,14 +220,22 @@ def _apply(plan, x, cfg):
             _, idx, w, extrap = op
             wshape = (-1,) + (1,) * (v.ndim - ax - 1)
             w = w.astype(v.dtype)
-            acc = None
-            for k in range(idx.shape[0]):
-                t = np.take(v, idx[k], axis=ax)
-                t *= w[k].reshape(wshape)
-                if acc is None:
-                    acc = t
-                else:
-                    acc += t
+            if idx.shape[0] == 2 and np.array_equal(w[0] + w[1], np.ones_like(w[0])):
+                # linear: a + (b - a) * w1, in place on the two gathers
+                acc = np.take(v, idx[0], axis=ax)
+                t = np.take(v, idx[1], axis=ax)
+                t -= acc
+                t *= w[1].reshape(wshape)
+                acc += t
+            else:
+                acc = None
+                for k in range(idx.shape[0]):
+                    t = np.take(v, idx[k], axis=ax)
+                    t *= w[k].reshape(wshape)
+                    if acc is None:
+                        acc = t
+                    else:
+                        acc += t
             v = acc
             if extrap is not None:
                 _fill(v, ax, extrap, cfg.extrap)
@@ -249,6 +249,39 @@ def _apply(plan, x, cfg):
     elif np.may_share_memory(v, x):
         v = v.copy()      # a view of the input (strided nearest downscale): hand out our own array
     return v
+
+
+def _order(plan, shape):
+    """The plan's axes in the order that moves the fewest elements: each step costs its output
+    size times its taps, and gathers along the innermost axis (element gathers, not row
+    copies) cost about four times as much."""
+    import itertools
+
+    def cost(seq):
+        size = float(np.prod(shape)) if len(shape) else 1.0
+        total = 0.0
+        for ax, op in seq:
+            size = size / max(shape[ax], 1) * _out_len(op, shape[ax])
+            taps = op[1].shape[0] if op[0] == "taps" else 1
+            total += size * taps * (4 if ax == len(shape) - 1 else 1)
+        return total
+
+    if len(plan) <= 1:
+        return plan
+    if len(plan) > 5:
+        return sorted(plan, key=lambda p: _out_len(p[1], shape[p[0]]) / max(shape[p[0]], 1))
+    return list(min(itertools.permutations(plan), key=cost))
+
+
+def _out_len(op, size):
+    kind = op[0]
+    if kind == "identity":
+        return size
+    if kind == "repeat":
+        return size * op[1]
+    if kind == "slice":
+        return len(range(op[1], size, op[2]))
+    return op[1].shape[-1]
 
 
 def _plan(cfg, shape, scales, sizes, roi):
@@ -305,9 +338,7 @@ def _plan(cfg, shape, scales, sizes, roi):
             plan.append((ax, ("take", np.zeros(0, np.intp), None)))
             continue
         plan.append((ax, _axis_op(cfg, shape[ax], out_shape[ax], scale[ax], length[ax], rois[ax])))
-    # shrinking axes first: later gathers then run on the smaller tensor
-    plan.sort(key=lambda p: out_shape[p[0]] / max(shape[p[0]], 1))
-    return plan
+    return _order(plan, shape)
 
 
 def _vector(v, what, kind):
