@@ -73,11 +73,12 @@ def _grid(shape, skip: int) -> list:
             for d, s in enumerate(shape)]
 
 
-def _int_tensor(v, what: str) -> np.ndarray:
-    a = np.asarray(v)
-    if a.dtype.kind not in "iu":
-        raise ValueError(f"{what} must be an integer tensor; got {a.dtype}")
-    return a
+def _ints(v, what: str) -> list:
+    """A 0-D/1-D integer tensor read at run time as a list of ints (the common case without
+    as_int_list's conversions: this runs per call for shape inputs that are not constants)."""
+    if v.__class__ is np.ndarray and v.ndim == 1 and v.dtype.kind in "iu":
+        return v.tolist()
+    return as_int_list(v, what)
 
 
 # -- Reshape / Flatten / Transpose / Squeeze / Unsqueeze -----------------------------------------
@@ -107,7 +108,7 @@ def _reshape(node, consts):
     c = _const(consts, 1)
     if c is None:
         def run(x, shape):
-            return x.reshape(_reshape_target(as_int_list(shape, "shape"), x.shape, allowzero))
+            return x.reshape(_reshape_target(_ints(shape, "shape"), x.shape, allowzero))
         return run
     spec = as_int_list(c, "shape")
     _reshape_target(spec, tuple(1 for _ in spec), allowzero)   # validate once
@@ -186,7 +187,7 @@ def _squeeze_13(node, consts):
     if c is not None:
         f = _squeeze_fn(as_int_list(c, "axes"))
         return lambda x, axes=None: f(x)
-    return lambda x, axes: _squeeze_fn(as_int_list(axes, "axes"))(x)
+    return lambda x, axes: _squeeze_fn(_ints(axes, "axes"))(x)
 
 
 def _unsqueeze_fn(axes: list):
@@ -237,7 +238,7 @@ def _unsqueeze_13(node, consts):
     if c is not None:
         f = _unsqueeze_fn(as_int_list(c, "axes"))
         return lambda x, axes=None: f(x)
-    return lambda x, axes: _unsqueeze_fn(as_int_list(axes, "axes"))(x)
+    return lambda x, axes: _unsqueeze_fn(_ints(axes, "axes"))(x)
 
 
 @register_op("Shape", 1, reads_shape_only=True)
@@ -328,7 +329,7 @@ def _split_input_run(node, consts, n):
         return _split_run(axis, as_int_list(c, "split"), n)
 
     def run(x, split):
-        return _split_run(axis, as_int_list(split, "split"), n)(x)
+        return _split_run(axis, _ints(split, "split"), n)(x)
     return run
 
 
@@ -354,34 +355,42 @@ def _split_18(node, consts):
     return _split_input_run(node, consts, len(node.outputs))
 
 
+_ALL = slice(None)
+
+
 def _slice_index(starts, ends, axes, steps) -> tuple[tuple, bool]:
+    """The index tuple for ONNX Slice and whether it steps backwards.
+
+    Python slices clamp starts/ends exactly as ONNX specifies (negatives from the end, then into
+    [0, dim] forwards and [-1, dim-1] backwards), so one index tuple serves every input shape.
+    Negative axes go after an Ellipsis; a positive and a negative axis naming the same dimension
+    then fail in NumPy as "too many indices"."""
     n = len(starts)
-    if len(ends) != n:
-        raise ValueError(f"starts has {n} entries but ends has {len(ends)}")
-    axes = list(range(n)) if axes is None else list(axes)
-    steps = [1] * n if steps is None else list(steps)
-    if len(axes) != n or len(steps) != n:
+    if axes is None:
+        axes = range(n)
+    if steps is None:
+        steps = (1,) * n
+    if len(ends) != n or len(axes) != n or len(steps) != n:
         raise ValueError(f"starts, ends, axes and steps must have the same length; got {n}, {len(ends)}, "
                          f"{len(axes)}, {len(steps)}")
-    if len(set(axes)) != n:
-        raise ValueError(f"axes {axes} has repeated axes")
-    if any(s == 0 for s in steps):
-        raise ValueError(f"steps {steps} has a zero step")
-    pos = {a: slice(s, e, st) for s, e, a, st in zip(starts, ends, axes, steps) if a >= 0}
-    neg = {a: slice(s, e, st) for s, e, a, st in zip(starts, ends, axes, steps) if a < 0}
-    # Python slices clamp starts/ends exactly as ONNX specifies (negatives from the end, then
-    # into [0, dim] forwards and [-1, dim-1] backwards), so one index tuple serves every input
-    # shape; negative axes go after an Ellipsis (a positive and a negative axis naming the same
-    # dimension then fail in NumPy as "too many indices").
-    idx: list = [slice(None)] * (max(pos) + 1 if pos else 0)
-    for a, sl in pos.items():
-        idx[a] = sl
-    if neg:
-        tail = [slice(None)] * (-min(neg))
-        for a, sl in neg.items():
-            tail[len(tail) + a] = sl
-        idx += [Ellipsis] + tail
-    return tuple(idx), any(st < 0 for st in steps)
+    head: list = []
+    tail: list = []
+    back = False
+    for st, e, a, d in zip(starts, ends, axes, steps):
+        if d <= 0:
+            if d == 0:
+                raise ValueError(f"steps {list(steps)} has a zero step")
+            back = True
+        side, k = (head, a) if a >= 0 else (tail, -1 - a)
+        if k >= len(side):
+            side.extend([_ALL] * (k + 1 - len(side)))
+        elif side[k] is not _ALL:
+            raise ValueError(f"axes {list(axes)} has repeated axes")
+        side[k] = slice(st, e, d)
+    if tail:
+        head.append(Ellipsis)
+        head.extend(reversed(tail))
+    return tuple(head), back
 
 
 def _slice_apply(x, idx, copy):
@@ -411,9 +420,9 @@ def _slice_10(node, consts):
         return lambda x, *_: _slice_apply(x, idx, copy)
 
     def run(x, starts, ends, axes=None, steps=None):
-        idx, copy = _slice_index(as_int_list(starts, "starts"), as_int_list(ends, "ends"),
-                                 None if axes is None else as_int_list(axes, "axes"),
-                                 None if steps is None else as_int_list(steps, "steps"))
+        idx, copy = _slice_index(_ints(starts, "starts"), _ints(ends, "ends"),
+                                 None if axes is None else _ints(axes, "axes"),
+                                 None if steps is None else _ints(steps, "steps"))
         return _slice_apply(x, idx, copy)
     return run
 
@@ -422,6 +431,15 @@ def _slice_10(node, consts):
 @register_op("Gather", 1, attrs={"axis": 0})
 def _gather(node, consts):
     axis = int(node.attrs["axis"])
+    c = _const(consts, 1)
+    if c is not None and c.ndim == 0 and c.dtype.kind in "iu":
+        # One constant index: basic indexing (no fancy-indexing setup), copied like np.take would.
+        key = _axis_index(axis, int(c))
+
+        def run(x, indices=None):
+            r = x[key]
+            return r.copy() if r.__class__ is np.ndarray else np.asarray(r)
+        return run
 
     def run(x, indices):
         if indices.dtype.kind not in "iu":
@@ -540,15 +558,28 @@ def _scatter_elements(node, consts):
 
 
 # -- Expand / Tile / Pad / ConstantOfShape / Range / OneHot / NonZero ---------------------------
+def _broadcast(a: tuple, b: list) -> list:
+    # NumPy's rule, without np.broadcast_shapes' array machinery (several microseconds a call).
+    if any(d < 0 for d in b):
+        raise ValueError(f"shape {b} has a negative dimension")
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = [1] * (n - len(b)) + list(b)
+    out = []
+    for p, q in zip(a, b):
+        if p != q and p != 1 and q != 1:
+            raise ValueError(f"input shape {a} cannot be expanded to {b}")
+        out.append(q if p == 1 else p)
+    return out
+
+
 @register_op("Expand", 8, shape_inputs=(1,))
 def _expand(node, consts):
     def run(x, shape):
-        s = as_int_list(shape, "shape")
-        if any(d < 0 for d in s):
-            raise ValueError(f"shape {s} has a negative dimension")
-        out = check_alloc(np.broadcast_shapes(x.shape, tuple(s)), "output")
+        s = _ints(shape, "shape")
+        out = check_alloc(_broadcast(x.shape, s), "output")
         if out == x.shape:
-            return x
+            return x    # a no-op Expand: the input itself, as Identity would
         y = np.empty(out, x.dtype)
         y[...] = x
         return y
@@ -558,7 +589,7 @@ def _expand(node, consts):
 @register_op("Tile", 6, shape_inputs=(1,))
 def _tile(node, consts):
     def run(x, repeats):
-        r = as_int_list(repeats, "repeats")
+        r = _ints(repeats, "repeats")
         if len(r) != x.ndim:
             raise ValueError(f"repeats has {len(r)} entries for an input of rank {x.ndim}")
         if any(k < 0 for k in r):
@@ -642,8 +673,8 @@ def _pad_inputs(node, consts):
     axes_c = None if ca is None else as_int_list(ca, "axes")
 
     def run(x, pads, constant_value=None, axes=None):
-        p = pads_c if pads_c is not None else as_int_list(pads, "pads")
-        a = axes_c if (axes_c is not None or not axes_given) else as_int_list(axes, "axes")
+        p = pads_c if pads_c is not None else _ints(pads, "pads")
+        a = axes_c if (axes_c is not None or not axes_given) else _ints(axes, "axes")
         return f(x, p, _pad_value(constant_value), a)
     return run
 
@@ -683,7 +714,7 @@ def _constant_of_shape(node, consts):
     v = _const_of_shape_value(node)
 
     def run(shape):
-        s = check_alloc(as_int_list(shape, "input"), "output")
+        s = check_alloc(_ints(shape, "input"), "output")
         return np.full(s, v, v.dtype)
     return run
 
