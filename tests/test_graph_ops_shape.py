@@ -98,6 +98,14 @@ def test_pad_and_one_hot_huge_fail():
         edgepack.from_onnx(m).run({"i": np.zeros(1000, np.int64)})
 
 
+def test_gather_amplification_fails():
+    m = _model([helper.make_node("Gather", ["t", "i"], ["y"], name="huge_gather")], [("i", np.zeros(8, np.int64))],
+               ["y"], inits=[("t", np.zeros((2, 1000), np.float32))])
+    g = edgepack.from_onnx(m)
+    with pytest.raises(ValueError, match="huge_gather"):
+        g.run({"i": np.zeros(3_000_000, np.int64)})
+
+
 def test_bad_attribute_rejected_at_import():
     m = _model([helper.make_node("Pad", ["x", "p"], ["y"], name="pad_bad", mode="mirror")],
                [("x", np.zeros((2, 2), np.float32))], ["y"], inits=[("p", np.zeros(4, np.int64))])

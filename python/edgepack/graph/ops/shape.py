@@ -17,7 +17,8 @@ Registered (ai.onnx, first opset of each range):
 Constant inputs that set a shape (Reshape's shape, Slice's starts/ends/axes/steps, Split's sizes,
 axes, pads, ...) are parsed once in the maker; otherwise they are read on each call.  Every size
 read from a tensor goes through :func:`check_alloc` before anything is allocated, so a hostile
-ConstantOfShape/Expand/Tile/Range/Pad/OneHot raises ValueError instead of exhausting memory.
+ConstantOfShape/Expand/Tile/Range/Pad/OneHot raises ValueError instead of exhausting memory;
+Gather (with many indices) and GatherND check their output size the same way.
 
 Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Split and Slice with positive steps return views
 of their input (never written to); every other op returns a new array.  TopK always returns its
@@ -32,7 +33,7 @@ import math
 import numpy as np
 
 from ..registry import REQUIRED, register_op
-from ._util import as_int_list, check_alloc, norm_axis
+from ._util import MAX_ELEMENTS, as_int_list, check_alloc, norm_axis
 
 __all__: list = []
 
@@ -71,6 +72,11 @@ def _grid(shape, skip: int) -> list:
     nd = len(shape)
     return [None if d == skip else np.arange(s).reshape((s,) + (1,) * (nd - 1 - d))
             for d, s in enumerate(shape)]
+
+
+def _check_count(n: int, what: str) -> None:
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{what} would have {n} elements, more than the {MAX_ELEMENTS} edgepack allows")
 
 
 def _ints(v, what: str) -> list:
@@ -444,6 +450,10 @@ def _gather(node, consts):
     def run(x, indices):
         if indices.dtype.kind not in "iu":
             raise ValueError(f"indices must be an integer tensor; got {indices.dtype}")
+        if indices.size > 1 << 16:
+            # Many indices into a large table can ask for more than the allocation guard allows.
+            d = x.shape[axis] if x.ndim else 1
+            _check_count(indices.size * (x.size // d if d else 0), "output")
         return np.asarray(np.take(x, indices, axis=axis))
     return run
 
@@ -488,6 +498,7 @@ def _gather_nd(node, consts):
                              f"minus batch_dims={b}")
         nb = math.prod(x.shape[:b])
         m = math.prod(indices.shape[b:-1])
+        _check_count(nb * m * math.prod(x.shape[b + k:]), "output")
         xd = x.reshape((nb,) + x.shape[b:])
         ii = indices.reshape(nb, m, k)
         if k == 0:
@@ -783,7 +794,7 @@ def _one_hot(node, consts):
         if ind.dtype.kind == "i":
             ind = np.where(ind < 0, ind + dep, ind)
         hot = np.expand_dims(ind, ax) == np.arange(dep).reshape((dep,) + (1,) * (r - ax))
-        return np.where(hot, vals[1], vals[0])
+        return np.where(hot, vals[1], vals[0]).astype(vals.dtype, copy=False)
     return run
 
 
