@@ -17,8 +17,9 @@ Versions and limits
   :func:`edgepack.kernels.dequantize`.  int32 input is dequantized as ``float(x - zero_point) *
   scale`` with the difference exact (the reference rounds ``x`` to float32 first; the two agree
   while ``|x| < 2**24``).
-* DynamicQuantizeLinear 11: float32 -> uint8, the reference formula in float32 (scale
-  ``(max(0, max x) - min(0, min x)) / 255``, ``1 / 255`` when that range is 0).
+* DynamicQuantizeLinear 11: float32 -> uint8, the ONNX formula in float32: scale
+  ``(max(0, max x) - min(0, min x)) / 255``, and 1 when that range is 0 (as ONNX Runtime; the
+  ONNX reference gives 1/255 there, the ONNX text divides by 0).
 * MatMulInteger 10, QLinearMatMul 10/21, ConvInteger 10, QLinearConv 10: int8/uint8 operands,
   exact int32 accumulation (wrapping modulo 2**32 like the reference when a sum overflows int32).
   Zero points: per tensor for ``A``/``x``, per row of ``A`` (``[M]``) for MatMulInteger; per
@@ -280,7 +281,7 @@ def _dynamic_quantize_linear(node, consts):
         hi = max(f0, np.float32(x.max())) if x.size else f0
         lo = min(f0, np.float32(x.min())) if x.size else f0
         with np.errstate(over="ignore", invalid="ignore"):
-            scale = np.float32(np.float32(1) if hi == lo else np.float32(hi - lo)) / f255
+            scale = np.float32(1) if hi == lo else np.float32(hi - lo) / f255
             zp_f = np.float32(np.clip(f0 - lo / scale, f0, f255))
         zp = np.uint8(np.rint(zp_f)) if np.isfinite(zp_f) else np.uint8(0)
         try:

@@ -20,7 +20,7 @@ reset gate first) and in-place NumPy updates.
 ``sequence_lens``: for a batch entry of length ``L``, time steps ``t >= L`` give zeros in Y and
 leave its state alone, so Y_h/Y_c hold the state after its last valid step; the reverse direction
 runs over ``t = L-1 .. 0`` (each sequence reversed within its own length).  A length of 0 gives
-zeros in Y and the initial state in Y_h/Y_c.
+zeros in Y, Y_h and Y_c (as ONNX Runtime does; the ONNX text leaves it open).
 """
 
 from __future__ import annotations
@@ -329,6 +329,7 @@ def _make(node, consts):
 
         # masks for sequence_lens: valid[s, d, n] says whether step s of direction d updates n
         masks = None
+        empty = None
         if sequence_lens is not None:
             lens = np.asarray(sequence_lens)
             if lens.dtype.kind not in "iu" or lens.shape != (N,):
@@ -344,6 +345,8 @@ def _make(node, consts):
                 per_dir = [rev if (reverse_only or k == 1) else fwd for k in range(d)]
                 masks = np.stack(per_dir, axis=1)[..., None]     # [T, D, N, 1]
                 full = masks.all(axis=(1, 2, 3))
+                if (lens == 0).any():
+                    empty = lens == 0
 
         # input projections of all steps and directions: [T, N, D, G*H]
         xw = x.reshape(T * N, I).astype(ct, copy=False) @ w.wt
@@ -391,8 +394,10 @@ def _make(node, consts):
         results = [None, None, None]
         for k, v in ((1, h), (2, c)):
             if want[k] and v is not None:
-                vv = v if layout == 0 else v.transpose(1, 0, 2)
-                results[k] = np.array(vv, dtype=X.dtype, order="C")   # a copy: h may be a view of y
+                v = np.array(v, dtype=X.dtype)   # a copy: h may be a view of y
+                if empty is not None:
+                    v[:, empty] = 0
+                results[k] = np.ascontiguousarray(v if layout == 0 else v.transpose(1, 0, 2))
         if want[0]:
             if d == 2:
                 y[:, 1] = y[::-1, 1].copy()   # the reverse direction's steps in time order
@@ -434,9 +439,9 @@ def _lstm_step(h, c, xt, w, g, dst, roles, clip, input_forget, H):
         if clip is not None:
             np.clip(o_g, -clip, clip, out=o_g)
         f_act(o_g)
-    hc = c_new.copy()
-    h_act(hc)
-    np.multiply(o_g, hc, out=dst)
+    np.copyto(dst, c_new)   # h = o * h_act(c), built in place in dst
+    h_act(dst)
+    dst *= o_g
     return c_new
 
 
