@@ -18,7 +18,8 @@ from edgepack.io.onnx import from_onnx  # noqa: E402
 
 _NP2ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
             np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.uint8): TensorProto.UINT8,
-            np.dtype(np.int8): TensorProto.INT8, np.dtype(np.int64): TensorProto.INT64}
+            np.dtype(np.int8): TensorProto.INT8, np.dtype(np.int32): TensorProto.INT32,
+            np.dtype(np.int64): TensorProto.INT64}
 
 
 def run_node(op, inputs: dict, attrs: dict, *, consts=(), opset=19, n_out=1):
