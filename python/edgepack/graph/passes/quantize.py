@@ -121,8 +121,10 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
 
     ``accuracy`` is ``(metric, X, y)`` — ``metric(outputs, y) -> float``, higher is better, with
     ``outputs`` the graph's (first) output on ``X`` — or a callable ``score(graph) -> float``.
-    With it, the nodes whose own SQNR is lowest are put back to float one by one until the score
-    is within ``max_drop`` of the float graph's; ``report`` says which were kept and why.
+    With it, when the all-int8 graph loses more than ``max_drop``, each int8 node's sensitivity is
+    measured (the score of the int8 graph with only that node float) and the most sensitive nodes
+    are put back to float one by one until the score is within ``max_drop`` of the float graph's;
+    ``report.settings["accuracy"]`` says which were kept, their measured gain and the scores.
     """
     from . import simplify
 
@@ -192,7 +194,18 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
         cur = score(qg)
         notes["float_score"] = base
         notes["int8_score"] = cur
-        order = sorted((i for i, s in status.items() if s == "int8"), key=lambda i: own_sqnr.get(i, 0.0))
+        if base - cur > max_drop:
+            # Measured sensitivity: the score of the int8 graph with only that node put back to
+            # float (the gain it would bring), largest gain first; SQNR breaks ties.
+            gain = {}
+            for i in [i for i, s in status.items() if s == "int8"]:
+                trial = dict(status)
+                trial[i] = "float (accuracy)"
+                gain[i] = score(build(trial)) - cur
+            order = sorted(gain, key=lambda i: (-gain[i], own_sqnr.get(i, 0.0)))
+            notes["sensitivity"] = {g.nodes[i].name: gain[i] for i in order}
+        else:
+            order = []
         kept = []
         for i in order:
             if base - cur <= max_drop:
@@ -202,7 +215,8 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
             cur = score(qg)
             kept.append((i, cur))
         notes["final_score"] = cur
-        notes["kept_float"] = [(g.nodes[i].name, own_sqnr.get(i), s) for i, s in kept]
+        notes["kept_float"] = [{"node": g.nodes[i].name, "sqnr_db": own_sqnr.get(i), "gain": notes["sensitivity"][g.nodes[i].name],
+                                "score_after": s} for i, s in kept]
         if base - cur > max_drop:
             notes["warning"] = (f"even with {len(kept)} nodes float the score is {cur:.4f}, "
                                 f"{base - cur:.4f} below float ({base:.4f}); max_drop {max_drop}")
