@@ -77,7 +77,12 @@ def test_softmax_axis_out_of_range():
 def test_clip_opset6_attributes():
     x = np.array([-3.0, -0.5, 0.5, 3.0], np.float32)
     np.testing.assert_array_equal(run1("Clip", x, opset=7, attrs={"min": -1.0, "max": 1.0}), [-1, -0.5, 0.5, 1])
-    np.testing.assert_array_equal(run1("Clip", x, opset=7), x)   # defaults: no bound
+    np.testing.assert_array_equal(run1("Clip", x, opset=7), x)
+    fmax = np.finfo(np.float32).max
+    inf = np.array([np.inf, -np.inf], np.float32)
+    np.testing.assert_array_equal(run1("Clip", inf, opset=7), [fmax, -fmax])   # the defaults are bounds
+    np.testing.assert_array_equal(run1("Clip", np.array([1e300]), opset=7), [float(fmax)])
+    np.testing.assert_array_equal(run1("Clip", inf.astype(np.float16), opset=7), inf)
     h = x.astype(np.float16)
     y = run1("Clip", h, opset=7, attrs={"max": 0.0})
     assert y.dtype == np.float16

@@ -344,8 +344,14 @@ def _clip_run(lo, hi):
 def _clip6(node, consts):
     _arity(node, 1)
     lo, hi = _float(node, "min"), _float(node, "max")
-    # The defaults are "no bound" (also for float16, whose range they would overflow).
-    return _clip_run(None if lo <= -_FLT_MAX else lo, None if hi >= _FLT_MAX else hi)
+    # The defaults (+-FLT_MAX) still bound float32 infinities and float64 values; in float16
+    # they would round to infinities and bound nothing, so there they are left out (NumPy would
+    # warn about the overflow).
+    wide = _clip_run(lo, hi)
+    if lo > -_FLT_MAX and hi < _FLT_MAX:
+        return wide
+    narrow = _clip_run(None if lo <= -_FLT_MAX else lo, None if hi >= _FLT_MAX else hi)
+    return lambda x: narrow(x) if x.dtype.char == "e" else wide(x)
 
 
 def _bound(v, what: str):
