@@ -50,15 +50,19 @@ def _dims(text: str | None) -> dict:
     return out
 
 
-def example_feeds_for(graph, batch: int, dims: dict, seed: int = 0) -> dict:
+def example_feeds_for(graph, batch: int, dims: dict, seed: int = 0, shapes: dict | None = None) -> dict:
     """Inputs for every graph input: symbolic dims from ``dims`` (the first dim of each input
     defaults to ``batch``, other unknown dims to 16); floats standard normal, int64 token ids in
-    [0, 1000) (a name containing "mask" gets ones)."""
+    [0, 1000) (a name containing "mask" gets ones); ``shapes`` gives whole shapes by input name
+    (their first axis is replaced by ``batch``)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in graph.inputs:
         shape = []
-        for ax, d in enumerate(spec["shape"] or []):
+        given = (shapes or {}).get(spec["name"])
+        if given is not None:
+            shape = [batch] + list(given[1:])
+        for ax, d in enumerate([] if given is not None else (spec["shape"] or [])):
             if isinstance(d, int) and d > 0:
                 shape.append(d)
             elif isinstance(d, str) and d in dims:
@@ -144,6 +148,9 @@ def bench_onnx_main(argv) -> int:
     p.add_argument("--batch", type=_batches, default=[1], help="batch sizes (default 1)")
     p.add_argument("--threads", type=int, default=1, help="threads for edgepack and onnxruntime (default 1)")
     p.add_argument("--dim", default=None, help="symbolic dimensions, e.g. sequence=128,height=48")
+    p.add_argument("--shape", action="append", default=[],
+                   help="an input's whole shape at batch 1, e.g. x=1,3,48,192 (repeatable; the batch axis "
+                        "is set by --batch)")
     p.add_argument("--calibration", default=None,
                    help="a .npy array of calibration inputs for a one-input model (default: 16 random inputs)")
     p.add_argument("--calibration-count", type=int, default=16, help="random calibration inputs (default 16)")
@@ -161,7 +168,26 @@ def bench_onnx_main(argv) -> int:
     if args.threads < 1 or args.rounds < 1 or not args.min_time > 0:
         raise ValueError("--threads and --rounds must be >= 1 and --min-time > 0")
     edgepack.set_num_threads(args.threads)
+    from .ptq import blas_threads
+
+    # NumPy's BLAS (the float graph's matmuls) held to the same thread count: unlimited OpenBLAS
+    # threads next to onnxruntime's and edgepack's oversubscribe the cores
+    limit, blas_note = blas_threads(args.threads)
+    with limit:
+        return _bench(args, blas_note)
+
+
+def _bench(args, blas_note: str) -> int:
+    import edgepack
+
     dims = _dims(args.dim)
+    shapes = {}
+    for item in args.shape:
+        k, _, v = item.partition("=")
+        try:
+            shapes[k.strip()] = [int(d) for d in v.split(",")]
+        except ValueError:
+            raise ValueError(f"--shape takes name=d0,d1,...; got {item!r}") from None
     fg = edgepack.from_onnx(args.model)
     if args.calibration is not None:
         from .model import _load_array
@@ -169,16 +195,16 @@ def bench_onnx_main(argv) -> int:
         xc = _load_array(args.calibration, "--calibration")
         calib = [{fg.input_names[0]: xc[i:i + 1]} for i in range(min(len(xc), 64))]
     else:
-        calib = [example_feeds_for(fg, 1, dims, seed=100 + i) for i in range(args.calibration_count)]
+        calib = [example_feeds_for(fg, 1, dims, seed=100 + i, shapes=shapes) for i in range(args.calibration_count)]
     t0 = time.perf_counter()
     qg = edgepack.quantize(fg, calib, activations="static")
     tq = time.perf_counter() - t0
     print(f"model: {args.model}; cpu: {cpu_model()}; edgepack path {edgepack.get_isa()}, "
-          f"{args.threads} thread(s); quantized in {tq:.1f} s "
+          f"{args.threads} thread(s), {blas_note}; quantized in {tq:.1f} s "
           f"({len(qg.report.quantized)} of {len(qg.report.layers)} weight nodes int8)")
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batch:
-            feeds = example_feeds_for(fg, batch, dims, seed=1)
+            feeds = example_feeds_for(fg, batch, dims, seed=1, shapes=shapes)
             runners = {"edgepack float": lambda f=feeds: fg.run(f), "edgepack int8": lambda f=feeds: qg.run(f)}
             ref = None
             notes = {}
