@@ -99,11 +99,13 @@ def _source_coords(cfg, size, out, scale, length, roi):
         offset = size / 2 * (1 - out / length)
         x = offset + (y + 0.5) / scale - 0.5
     else:  # tf_crop_and_resize
-        start, end = roi
+        # roi arithmetic in float32, as onnxruntime and the reference do it (roi is a float
+        # tensor): 0.8 - (-0.2) is exactly 1 there, and a nearest tie then rounds the same way
+        start, end = np.float32(roi[0]), np.float32(roi[1])
         if length > 1:
-            x = start * (size - 1) + y * (end - start) * (size - 1) / (length - 1)
+            x = float(start * np.float32(size - 1)) + y * float(end - start) * (size - 1) / (length - 1)
         else:
-            x = np.full(out, 0.5 * (start + end) * (size - 1))
+            x = np.full(out, float(np.float32(0.5) * (start + end) * np.float32(size - 1)))
         extrap = (x < 0) | (x > size - 1)
         if not extrap.any():
             extrap = None
@@ -120,7 +122,7 @@ def _keys(d, a):
 
 
 def _axis_op(cfg, size, out, scale, length, roi):
-    """The operation resizing one axis: ('identity',), ('repeat', f), ('slice', start, step),
+    """The operation resizing one axis: ('identity',), ('repeat', f), ('slice', start, step, n),
     ('take', idx, extrap) or ('taps', idx[n, out], w[n, out], extrap)."""
     x, extrap = _source_coords(cfg, size, out, scale, length, roi)
     if cfg.mode == "nearest":
@@ -175,7 +177,7 @@ def _simplify_take(idx, size, out, extrap):
         if out > 1:
             step = int(idx[1] - idx[0])
             if step > 1 and np.array_equal(idx, idx[0] + step * ar):
-                return ("slice", int(idx[0]), step)
+                return ("slice", int(idx[0]), step, out)
     return ("take", idx, extrap)
 
 
@@ -211,7 +213,7 @@ def _apply(plan, x, cfg):
         if kind == "repeat":
             v = _repeat(v, ax, op[1])
         elif kind == "slice":
-            v = v[(slice(None),) * ax + (slice(op[1], None, op[2]),)]
+            v = v[(slice(None),) * ax + (slice(op[1], op[1] + op[2] * (op[3] - 1) + 1, op[2]),)]
         elif kind == "take":
             v = np.take(v, op[1], axis=ax)
             if op[2] is not None:
@@ -280,7 +282,7 @@ def _out_len(op, size):
     if kind == "repeat":
         return size * op[1]
     if kind == "slice":
-        return len(range(op[1], size, op[2]))
+        return op[3]
     return op[1].shape[-1]
 
 
