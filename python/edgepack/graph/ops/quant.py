@@ -359,15 +359,6 @@ class _PackedRight:
             self._float[key] = f
         return f
 
-    def float_nk(self, dt) -> np.ndarray:
-        """[G, N, K] in float dtype ``dt``."""
-        key = ("nk", np.dtype(dt))
-        f = self._float.get(key)
-        if f is None:
-            f = self._wc.astype(dt)
-            self._float[key] = f
-        return f
-
 
 def _as_int8(a: np.ndarray) -> tuple[np.ndarray, int]:
     """(a8, shift) with ``a == a8 + shift``: uint8 becomes int8 by ``a ^ 0x80`` (a - 128)."""
@@ -631,16 +622,6 @@ def _pad_spatial(x: np.ndarray, begin, end, value) -> np.ndarray:
     return xp
 
 
-def _windows(xp: np.ndarray, k_sp, strides, dil, out) -> np.ndarray:
-    """View [N, C, *out, *k] of the receptive fields of padded ``xp`` (the N-D form of
-    nn.functional._receptive_fields)."""
-    nd = len(k_sp)
-    span = [(k - 1) * d + 1 for k, d in zip(k_sp, dil)]
-    v = np.lib.stride_tricks.sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))
-    sl = tuple(slice(0, s * (o - 1) + 1, s) for s, o in zip(strides, out)) + tuple(slice(None, None, d) for d in dil)
-    return v[(slice(None), slice(None)) + sl]
-
-
 def _weights_shifted(w: np.ndarray, w_zp) -> np.ndarray:
     """``w - w_zp`` as int64, the zero point per tensor or per output channel."""
     wc = w.astype(np.int64)
@@ -659,7 +640,9 @@ def _weights_shifted(w: np.ndarray, w_zp) -> np.ndarray:
 
 class _ConvWeights:
     """Weights ``w - zp_w`` [O, C/group, *k] prepared for one of three paths (see the module
-    docstring): 'int8' (packed per group), 'depthwise' (int32 taps) or 'float' (BLAS)."""
+    docstring): 'int8' (packed per group), 'depthwise' (int32 taps) or 'float' (BLAS).  The
+    matmul paths keep each output channel's weights in (*k, C/group) order, the order of the
+    channels-last columns :func:`_im2col` builds."""
 
     def __init__(self, w: np.ndarray, w_zp, group: int):
         _int8_input(w, "w")
@@ -677,15 +660,58 @@ class _ConvWeights:
         kk = int(np.prod(w.shape[1:]))
         if self.cg == 1 and group > 1:
             self.mode = "depthwise"
-            self.w32 = wc.astype(np.int32).reshape((group, self.og) + self.k_sp)
+            # [*k, C, multiplier]: one [C, m] row of weights per tap, broadcast over positions
+            nd = len(self.k_sp)
+            w32 = wc.astype(np.int32).reshape((group, self.og) + self.k_sp)
+            taps = w32.transpose(tuple(range(2, 2 + nd)) + (0, 1))
+            # multiplier 1 (the usual case): [*k, C], so the inner loop runs over the channels
+            self.taps = np.ascontiguousarray(taps[..., 0] if self.og == 1 else taps)
             return
-        self.right = _PackedRight(wc.reshape(group, self.og, kk))
+        nd = len(self.k_sp)
+        wl = wc.transpose((0,) + tuple(range(2, 2 + nd)) + (1,))          # [O, *k, Cg]
+        self.right = _PackedRight(wl.reshape(group, self.og, kk))
         self.mode = "int8" if self.right.packed is not None else "float"
+
+
+def _channels_last(x: np.ndarray, begin, end, fill, dtype, xor128: bool = False, sub=0) -> np.ndarray:
+    """``x`` [N, C, *sp] as a padded channels-last array [N, *(sp + pads), C] of ``dtype``
+    (``x ^ 0x80`` for uint8 -> int8, or ``x - sub``), the padding holding ``fill``; one pass."""
+    nd = x.ndim - 2
+    shape = (x.shape[0],) + tuple(s + b + e for s, b, e in zip(x.shape[2:], begin, end)) + (x.shape[1],)
+    padded = any(begin) or any(end)
+    xp = np.full(check_alloc(shape, "padded input"), fill, dtype) if padded else np.empty(shape, dtype)
+    inner = xp[(slice(None),) + tuple(slice(b, b + s) for b, s in zip(begin, x.shape[2:]))]
+    xt = x.transpose((0,) + tuple(range(2, 2 + nd)) + (1,))
+    if xor128:
+        np.bitwise_xor(xt, np.uint8(0x80), out=inner.view(np.uint8))
+    else:
+        np.copyto(inner, xt, casting="unsafe")
+        if sub:
+            inner -= dtype(sub)
+    return xp
+
+
+def _im2col(xp: np.ndarray, g: int, cg: int, k_sp, strides, dil, out) -> np.ndarray:
+    """Columns [N*L, prod(k)*cg] of group ``g`` from channels-last padded ``xp``: one strided
+    copy per kernel tap, each moving ``cg`` contiguous channels per output position."""
+    n = xp.shape[0]
+    nd = len(out)
+    lsize = int(np.prod(out))
+    kprod = int(np.prod(k_sp))
+    csl = slice(g * cg, (g + 1) * cg)
+    if kprod == 1 and all(s == 1 for s in strides) and xp.shape[-1] == cg and list(xp.shape[1:-1]) == list(out):
+        return xp.reshape(n * lsize, cg)   # 1x1, stride 1, one group: the input is the columns
+    cols = np.empty(check_alloc((n,) + tuple(out) + tuple(k_sp) + (cg,), "conv columns"), xp.dtype)
+    for t in np.ndindex(*k_sp):
+        src = xp[(slice(None),) + tuple(slice(i * d, i * d + s * (o - 1) + 1, s)
+                                        for i, d, s, o in zip(t, dil, strides, out)) + (csl,)]
+        cols[(slice(None),) * (1 + nd) + t] = src
+    return cols.reshape(n * lsize, kprod * cg)
 
 
 def _conv_int(x: np.ndarray, x_zp, cw: _ConvWeights, attrs):
     """Exact integer convolution: (acc, channels_last, out) where acc is int32 [N, O, *out], or
-    [N*L, O] when ``channels_last`` (the int8 path's natural layout), and ``out`` the output's
+    [N*L, O] when ``channels_last`` (the matmul paths' natural layout), and ``out`` the output's
     spatial shape."""
     _int8_input(x, "x")
     if x.ndim != 2 + len(cw.k_sp):
@@ -702,46 +728,46 @@ def _conv_int(x: np.ndarray, x_zp, cw: _ConvWeights, attrs):
     o = cw.shape[0]
     lsize = int(np.prod(out))
     check_alloc((n, o, lsize), "conv output")
-    kprod = int(np.prod(cw.k_sp))
-    check_alloc((n, lsize, c * kprod), "conv columns")
     nd = len(out)
     if cw.mode == "depthwise":
-        xs = _pad_spatial(x.astype(np.int32) - np.int32(xz), begin, end, 0)
-        acc = np.zeros((n, c, cw.og) + tuple(out), np.int32)
+        # channels last, int32 multiply-adds per tap (exact; about 1.5x faster than NCHW taps)
+        xp = _channels_last(x, begin, end, 0, np.int32, sub=xz)
+        m1 = cw.og == 1
+        acc = np.zeros((n,) + tuple(out) + ((c,) if m1 else (c, cw.og)), np.int32)
+        tmp = np.empty_like(acc)
+        taps = cw.taps
+        if m1:
+            # weights repeated along the last output axis, so that with unit stride there
+            # the (position, channel) block is one contiguous run for NumPy's inner loop
+            taps = np.ascontiguousarray(np.broadcast_to(taps[..., None, :], taps.shape[:-1] + (out[-1], c)))
         for t in np.ndindex(*cw.k_sp):
             sl = tuple(slice(i * d, i * d + s * (o_ - 1) + 1, s) for i, d, s, o_ in zip(t, dil, strides, out))
-            tap = xs[(slice(None), slice(None)) + sl][:, :, None]
-            acc += tap * cw.w32[(slice(None), slice(None)) + t].reshape((1, c, cw.og) + (1,) * nd)
-        return acc.reshape((n, o) + tuple(out)), False, out
+            src = xp[(slice(None),) + sl]
+            np.multiply(src if m1 else src[..., None], taps[t], out=tmp)
+            acc += tmp
+        return acc.reshape(n * lsize, o), True, out
     pr = cw.right
     g, cg = cw.group, cw.cg
     if cw.mode == "int8":
-        # Shift uint8 to int8 (x ^ 0x80 == x - 128); the padding holds the shifted zero point so
-        # that it contributes nothing once the zero point is corrected.
-        x8, shift = _as_int8(x)
-        xp = _pad_spatial(x8, begin, end, np.int8(xz - shift))
-        win = _windows(xp, cw.k_sp, strides, dil, out)          # [N, C, *out, *k]
-        perm = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
-        cols = win.transpose(perm).reshape(n * lsize, g, cg * kprod)
-        if g == 1:
-            acc = _gemm_shifted(cols.reshape(n * lsize, cg * kprod), shift, xz, pr, 0)
-        else:
-            acc = np.empty((n * lsize, o), np.int32)
-            for gi in range(g):
-                acc[:, gi * cw.og:(gi + 1) * cw.og] = _gemm_shifted(
-                    np.ascontiguousarray(cols[:, gi]), shift, xz, pr, gi)
-        return acc, True, out
-    amax = _max_abs_shifted(x.dtype, xz)
-    dt = _float_dtype_for(amax * pr.l1)
-    xf = x.astype(dt)
-    if xz:
-        xf -= dt(xz)
-    xp = _pad_spatial(xf, begin, end, 0)
-    win = _windows(xp, cw.k_sp, strides, dil, out)               # [N, C, *out, *k]
-    perm = (0, 1) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(2, 2 + nd))
-    cols = win.transpose(perm).reshape(n, g, cg * kprod, lsize)
-    y = np.matmul(pr.float_nk(dt), cols)                          # [N, G, O/G, L]
-    return _to_int32(y).reshape((n, o) + tuple(out)), False, out
+        # uint8 becomes int8 by x ^ 0x80 (x - 128); the padding holds the shifted zero point, so
+        # it contributes nothing once the zero point is corrected.
+        shift = 128 if x.dtype == np.uint8 else 0
+        xp = _channels_last(x, begin, end, np.int8(xz - shift), np.int8, xor128=bool(shift))
+
+        def part(gi):
+            return _gemm_shifted(_im2col(xp, gi, cg, cw.k_sp, strides, dil, out), shift, xz, pr, gi)
+    else:
+        dt = _float_dtype_for(_max_abs_shifted(x.dtype, xz) * pr.l1)
+        xp = _channels_last(x, begin, end, 0, dt, sub=xz)
+
+        def part(gi):
+            return _to_int32(_im2col(xp, gi, cg, cw.k_sp, strides, dil, out) @ pr.float_t(dt)[gi])
+    if g == 1:
+        return part(0), True, out
+    acc = np.empty((n * lsize, o), np.int32)
+    for gi in range(g):
+        acc[:, gi * cw.og:(gi + 1) * cw.og] = part(gi)
+    return acc, True, out
 
 
 def _make_conv(node, consts, w_i, wzp_i):
