@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import REQUIRED, register_op
+from ..registry import register_op
 from ._util import check_alloc, norm_axis
 
 # quantized integer types: numpy dtype -> (lo, hi)
@@ -80,22 +80,21 @@ def _float_param(v, what: str) -> np.ndarray:
     return a
 
 
-def _zp_param(v, what: str, dtype=None) -> np.ndarray | None:
+def _zp_param(v, what: str) -> np.ndarray | None:
     if v is None:
         return None
     a = np.asarray(v)
     if a.dtype not in _QRANGE and a.dtype != np.int32:
         raise ValueError(f"{what} must be int8, uint8, int16, uint16 or int32; got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise ValueError(f"{what} is {a.dtype} but the quantized tensor is {dtype} (they must match)")
     return a
 
 
 def _expand_param(p: np.ndarray, shape: tuple, axis: int, block: int, what: str) -> np.ndarray:
     """``p`` (a scale or zero point) reshaped or repeated so that it broadcasts against ``shape``:
     one value (per tensor), a 1-D vector along ``axis`` (per axis) or a tensor of ``shape``'s rank
-    blocked along ``axis`` (``block`` > 0)."""
-    if p.size == 1 and p.ndim <= 1:
+    blocked along ``axis`` (``block`` > 0).  One value of any shape counts as per tensor, as in the
+    ONNX reference."""
+    if p.size == 1:
         return p.reshape(())
     nd = len(shape)
     if nd == 0:
@@ -119,7 +118,7 @@ def _expand_param(p: np.ndarray, shape: tuple, axis: int, block: int, what: str)
 
 def _per_axis_vector(p: np.ndarray, shape: tuple, axis: int, what: str):
     """(axis, 1-D vector) for the kernels' per-axis form, or (None, scalar) for one value."""
-    if p.size == 1 and p.ndim <= 1:
+    if p.size == 1:
         return None, p.reshape(())
     e = _expand_param(p, shape, axis, 0, what)   # validates the length
     return norm_axis(axis, len(shape), "axis"), e.reshape(-1)
@@ -611,15 +610,6 @@ def _conv_geometry(in_sp, k_sp, a):
         raise ValueError(f"input spatial shape {list(in_sp)} is smaller than the kernel {list(k_sp)} "
                          f"(dilations {dil}) plus padding")
     return begin, end, strides, dil, out
-
-
-def _pad_spatial(x: np.ndarray, begin, end, value) -> np.ndarray:
-    if not any(begin) and not any(end):
-        return x
-    shape = x.shape[:2] + tuple(s + b + e for s, b, e in zip(x.shape[2:], begin, end))
-    xp = np.full(check_alloc(shape, "padded input"), value, x.dtype)
-    xp[(slice(None), slice(None)) + tuple(slice(b, b + s) for b, s in zip(begin, x.shape[2:]))] = x
-    return xp
 
 
 def _weights_shifted(w: np.ndarray, w_zp) -> np.ndarray:
