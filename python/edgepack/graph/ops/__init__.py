@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     elementwise,
     layer,
     linalg,
+    nhwc,
     norm,
     pool,
     quant,
