@@ -177,6 +177,34 @@ def _parse_conv(node, nsp=None):
     return group, ks, spatial_attrs(node, nsp)
 
 
+def _pointwise(w, b, group, geo):
+    """``run`` for a 1x1, stride-1, unpadded, ungrouped conv with constant weights (SE blocks and
+    most MobileNet layers): one (M, C) @ (C, pixels) matmul per image, no geometry work per call."""
+    if w is None or group != 1 or geo is None or w.dtype != np.float32:
+        return None
+    strides, dil, pb, pe, auto = geo
+    if any(k != 1 for k in w.shape[2:]) or any(s != 1 for s in strides) or (
+            auto == "NOTSET" and (any(pb) or any(pe))):
+        return None
+    m, c = w.shape[:2]
+    nsp = w.ndim - 2
+    wm = np.ascontiguousarray(w.reshape(m, c))
+    bias = None if b is None else b.reshape(m, 1)
+    if bias is not None and bias.shape[0] != m:
+        return None
+
+    def run(x, w_=None, b_=None):
+        if x.dtype != np.float32 or x.ndim != nsp + 2 or x.shape[1] != c:
+            raise ValueError(f"X must be a float32 tensor of rank {nsp + 2} with {c} channels; got "
+                             f"{x.dtype} of shape {x.shape}")
+        y = np.matmul(wm, x.reshape(x.shape[0], c, -1))
+        if bias is not None:
+            y += bias
+        return y.reshape((x.shape[0], m) + x.shape[2:])
+
+    return run
+
+
 @register_op("Conv", 1, attrs=_CONV_ATTRS, check=_check_check(_parse_conv))
 def _conv(node, consts):
     group, ks, geo = _parse_conv(node)
@@ -190,6 +218,9 @@ def _conv(node, consts):
             geo = spatial_attrs(node, w_const.ndim - 2)
     if b_const is not None:
         b_const = np.ascontiguousarray(b_const.reshape(-1), dtype=_compute_dtype(b_const.dtype))
+    pointwise = _pointwise(w_const, b_const, group, geo)
+    if pointwise is not None:
+        return pointwise
 
     def run(x, w, b=None):
         x = _as_float(x, "X")
