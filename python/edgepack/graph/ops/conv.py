@@ -4,10 +4,12 @@ Conv (registered since opset 1; versions 11 and 22 only widened types)
     Any spatial rank (1-D, 2-D and 3-D in practice), ``group`` (grouped, depthwise, depth
     multiplier), ``strides``, ``dilations``, explicit ``pads``, ``auto_pad``
     NOTSET/SAME_UPPER/SAME_LOWER/VALID, ``kernel_shape`` inferred from W when absent, optional
-    bias.  1-D and 2-D run :func:`edgepack.nn.functional.conv2d` (1x1 is one matmul, depthwise
-    loops over kernel taps, the rest is im2col + one batched matmul per group); a 3-D (or higher)
-    conv loops over the taps of its leading spatial axis, each a 2-D conv with the output depth
-    folded into the batch.
+    bias.  A 1x1 stride-1 unpadded conv with constant float32 weights is one prepared
+    ``(M, C) @ (C, pixels)`` matmul.  Otherwise 1-D and 2-D run
+    :func:`edgepack.nn.functional.conv2d` (1x1 is one matmul, depthwise one whole-tensor
+    multiply-add per kernel tap, the rest im2col + a batched matmul per group in bands of rows);
+    a 3-D (or higher) conv loops over the taps of its leading spatial axis, each a 2-D conv with
+    the output depth folded into the batch.
 ConvTranspose (registered since opset 1)
     Any spatial rank, ``group``, ``strides``, ``dilations``, ``pads``, ``output_padding``,
     ``output_shape`` (pads then derived as the ONNX spec says: SAME_UPPER puts the smaller half at
