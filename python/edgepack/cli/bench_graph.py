@@ -272,8 +272,9 @@ def _profile(graph, feeds, label: str, top: int = 25) -> None:
     rows = plan.profile(arrays, repeats=5)
     total = sum(t for _, t in rows)
     by_op: dict[str, float] = {}
+    run_graph = prog.graph     # the lowered graph the plan runs
     for i, t in rows:
-        n = graph.nodes[i]
+        n = run_graph.nodes[i]
         key = n.op if n.op != "Layer" else n.attrs.get("class", "Layer")
         by_op[key] = by_op.get(key, 0.0) + t
     print(f"\n  profile ({label}): {len(rows)} steps, {total * 1e3:.3f} ms summed")
@@ -281,5 +282,5 @@ def _profile(graph, feeds, label: str, top: int = 25) -> None:
         print(f"    {k:24s} {t * 1e3:8.3f} ms  {t / total:6.1%}")
     print(f"    slowest nodes:")
     for i, t in sorted(rows, key=lambda r: -r[1])[:top]:
-        n = graph.nodes[i]
+        n = run_graph.nodes[i]
         print(f"    {n.name[:40]:40s} {n.op:10s} {t * 1e3:8.3f} ms")
