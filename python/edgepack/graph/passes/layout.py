@@ -278,6 +278,19 @@ def _fuse_round(g: Graph):
                 fused = _single_act(m, params, c.op)
                 if fused is not None:
                     fused = (fused[0], fused[1], [us[0]], m.outputs[0])
+                elif m.op == "Add" and len(m.inputs) == 2 and _bias_const(m, y, params, c) is not None:
+                    # a per-channel constant added after the conv is part of its bias
+                    add = _bias_const(m, y, params, c)
+                    nb = 2 if c.op == "ConvNHWC" else 3
+                    old = params[c.inputs[nb]] if len(c.inputs) > nb and c.inputs[nb] else 0.0
+                    pn = _Names(g).new(f"{c.name}.bias")
+                    new_params = dict(params)
+                    new_params[pn] = (np.asarray(old, np.float32) + add).astype(np.float32)
+                    ins = list(c.inputs) + [""] * max(0, nb + 1 - len(c.inputs))
+                    ins[nb] = pn
+                    nodes[i] = dataclasses.replace(c, inputs=ins, outputs=[m.outputs[0]])
+                    del nodes[us[0]]
+                    return True, g.copy(nodes=nodes, params=new_params)
                 elif m.op == "Add" and len(m.inputs) == 2 and not _has_residual(c):
                     other = m.inputs[1] if m.inputs[0] == y else m.inputs[0]
                     if other != y and other not in params:
@@ -298,6 +311,22 @@ def _fuse_round(g: Graph):
         nodes = [n for k, n in enumerate(nodes) if k not in set(drop)]
         return True, g.copy(nodes=nodes)
     return False, g
+
+
+def _bias_const(add, y, params, conv):
+    """The float32 (Cout,) vector a constant Add operand contributes to the conv's bias, or None."""
+    other = add.inputs[1] if add.inputs[0] == y else add.inputs[0]
+    if other not in params or _has_residual(conv):
+        return None
+    c = params[other]
+    cout = params[conv.inputs[1]].shape[0]
+    if c.dtype.kind != "f" or c.ndim > 4:
+        return None
+    if c.size == 1:
+        return np.full(cout, float(c.reshape(-1)[0]), np.float32)
+    if c.size == cout and c.shape[-1] == cout:    # (..., 1, 1, Cout): channels last after relayout
+        return c.reshape(-1).astype(np.float32)
+    return None
 
 
 def _has_residual(c):
