@@ -288,9 +288,8 @@ def _fuse_round(g: Graph):
                     new_params[pn] = (np.asarray(old, np.float32) + add).astype(np.float32)
                     ins = list(c.inputs) + [""] * max(0, nb + 1 - len(c.inputs))
                     ins[nb] = pn
-                    nodes[i] = dataclasses.replace(c, inputs=ins, outputs=[m.outputs[0]])
-                    del nodes[us[0]]
-                    return True, g.copy(nodes=nodes, params=new_params)
+                    new = dataclasses.replace(c, inputs=ins, outputs=[m.outputs[0]])
+                    return True, g.copy(nodes=_place(nodes, i, [us[0]], new), params=new_params)
                 elif m.op == "Add" and len(m.inputs) == 2 and not _has_residual(c):
                     other = m.inputs[1] if m.inputs[0] == y else m.inputs[0]
                     if other != y and other not in params:
@@ -299,18 +298,24 @@ def _fuse_round(g: Graph):
                         while len(ins) < nb:
                             ins.append("")
                         new = dataclasses.replace(c, inputs=ins[:nb] + [other], outputs=[m.outputs[0]])
-                        nodes[i] = new
-                        del nodes[us[0]]
-                        return True, g.copy(nodes=nodes)
+                        return True, g.copy(nodes=_place(nodes, i, [us[0]], new))
         elif len(us) == 2:
             fused = _two_use_act(y, [nodes[j] for j in us], us, uses, nodes, params, c.op)
         if fused is None:
             continue
         act, act_params, drop, out = fused
-        nodes[i] = dataclasses.replace(c, outputs=[out], attrs=dict(c.attrs, activation=act, act_params=act_params))
-        nodes = [n for k, n in enumerate(nodes) if k not in set(drop)]
-        return True, g.copy(nodes=nodes)
+        new = dataclasses.replace(c, outputs=[out], attrs=dict(c.attrs, activation=act, act_params=act_params))
+        return True, g.copy(nodes=_place(nodes, i, drop, new))
     return False, g
+
+
+def _place(nodes, i, drop, new):
+    """``nodes`` with node ``i`` and the fused nodes ``drop`` replaced by ``new``, placed where the
+    last of them was: every input of the group (a residual computed after the conv, say) is
+    defined by then, and the group's output is not used before it."""
+    last = max([i, *drop])
+    gone = set(drop) | {i}
+    return [new if k == last else n for k, n in enumerate(nodes) if k == last or k not in gone]
 
 
 def _bias_const(add, y, params, conv):
