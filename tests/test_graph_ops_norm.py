@@ -45,8 +45,8 @@ def test_batchnorm_spatial0_and_dtypes():
         p = [t.astype(dt) for t in (s[:, 0, 0], b[:, 0, 0], m[:, 0, 0], v[:, 0, 0])]
         y = run_node("BatchNormalization", dict(zip("xsbmv", [xd] + p)), {}, opset=15)
         assert y.dtype == dt
-        np.testing.assert_allclose(y.astype(np.float64), _bn_ref(xd, *p, 1e-5), rtol=1e-2 if dt == np.float16 else 1e-12,
-                                   atol=1e-2 if dt == np.float16 else 1e-12)
+        tol = 1e-2 if dt == np.float16 else 1e-12
+        np.testing.assert_allclose(y.astype(np.float64), _bn_ref(xd, *p, 1e-5), rtol=tol, atol=tol)
 
 
 def test_batchnorm_training_rejected():

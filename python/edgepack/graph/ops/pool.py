@@ -12,8 +12,8 @@ GlobalAveragePool, GlobalMaxPool (1), GlobalLpPool (2): over every spatial axis.
 
 Window maxima and sums are separable: one strided whole-tensor operation per tap and spatial
 axis (3 + 3 for 3x3), innermost axis first; no per-pixel Python loops.  MaxPool's Indices output
-takes one pass per window tap instead (it must know which tap won).  MaxPool runs on any real dtype; the others on floating-point tensors (float16 is
-computed in float32 and cast back).
+takes one pass per window tap instead (it must know which tap won).  MaxPool runs on any real
+dtype; the others on floating-point tensors (float16 is computed in float32 and cast back).
 """
 
 from __future__ import annotations
