@@ -179,10 +179,14 @@ def _transpose_round(g: Graph):
                     new = [dataclasses.replace(m, inputs=[src if v == dst else v for v in m.inputs])
                            for m in nodes if m is not n]
                     return True, g.copy(nodes=new)
+                if p == list(range(len(p))):     # a graph output: it still needs a producer
+                    nodes[idx] = Node("Identity", [t1.inputs[0]], list(n.outputs), {}, n.name)
+                    return True, g.copy(nodes=nodes)
                 if p != list(range(len(p))):
                     nodes[idx] = dataclasses.replace(n, inputs=[t1.inputs[0]], attrs={"perm": p})
                     return True, g.copy(nodes=nodes)
-        if n.domain not in _ONNX or not n.outputs or n.outputs[0] in outputs or len(n.outputs) != 1:
+        # (a graph output may be moved too: the Transpose after it writes the output's name)
+        if n.domain not in _ONNX or not n.outputs or len(n.outputs) != 1:
             continue
         data = [(k, v) for k, v in enumerate(n.inputs) if v and v not in params]
         if not data:
