@@ -14,6 +14,11 @@ reference implementation, which is the conformance oracle: coordinates are compu
 where the spec leaves a gap, onnxruntime's choice is taken (Resize 10 and Upsample round nearest
 as onnxruntime does: truncate when upscaling, ceil when downscaling; an output size comes from a
 scale as ``floor(scale * input size)`` without the roi factor; a missing roi is the whole input).
+One place where the two disagree follows the reference: with a ``scales`` input whose product
+with the input size is fractional, align_corners (and the length tests of pytorch_half_pixel and
+tf_crop_and_resize) use that fractional length, as the backend node cases expect; onnxruntime
+uses the integer output size (e.g. 2x4 -> 1x2 at scale 0.6: 1, 3.142857 here, 1, 4 there).
+Exporters give sizes or whole-number products, where both agree.
 
 Interpolation is separable: per resized axis a table of (input index, weight) taps is built once
 per (input size, output size, scale, roi) and kept per input shape, so a call is one gather per
