@@ -188,13 +188,15 @@ def _shrink(node, consts):
 # -- sigmoids ------------------------------------------------------------------------------------
 
 def _sigmoid(x):
-    # 0.5 * (1 + tanh(x / 2)): never overflows (1 / (1 + exp(-x)) does for x < -88 in float32),
-    # and tanh is NumPy's fastest transcendental in float32.
-    t = np.multiply(x, 0.5)
-    np.tanh(t, out=t)
-    t += 1
-    t *= 0.5
-    return t
+    # exp(-|x|) never overflows, and e / (1 + e) keeps full relative precision in the negative
+    # tail (a text detector's background logits sit at -60..-16, where 0.5 * (1 + tanh(x / 2))
+    # cancels to ~100% relative error)
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    r = e + 1
+    np.reciprocal(r, out=r)
+    return np.where(x >= 0, r, e * r)
 
 
 _sigmoid_run = _act(_sigmoid)
