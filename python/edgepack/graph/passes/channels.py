@@ -1208,7 +1208,7 @@ def _plan(an: ChannelAnalysis, amount, importance: str, scope: str, skipped: set
         spent = 0.0
         chosen: dict[tuple, list] = {}
         for _, k, c in cand:
-            if spent >= budget - 1e-9:
+            if spent + 0.5 * float(costs[k][c]) > budget + 1e-9:    # the nearest count to the budget
                 break
             bi = block_of[(k, c)]
             if left[(k, bi)] <= floor[(k, bi)]:
@@ -1291,7 +1291,8 @@ def prune_channels(graph: Graph, amount, *, importance: str = "l1", scope: str =
 
         outs = sorted({p.out for p in an.producers if p.kind != "input"} |
                       {graph.nodes[j].outputs[0] for j, _ in an.depthwise})
-        taylor = taylor_scores(graph, data, outs, labels=labels)
+        taylor = taylor_scores(graph, data, outs, labels=labels,
+                               axes={v: an.labels[v].axis for v in outs if v in an.labels})
     removed, kept = _plan(an, amount, importance, scope, skipped, round_to, target, taylor)
     new = an.rewrite(removed)
     problem = _verify(an, new, removed) if _check else None
