@@ -585,6 +585,14 @@ def _taps(xp, kh, kw, sh, sw, dh, dw, oh, ow):
                          slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
 
 
+def _bias_grad(nc, g) -> list:
+    """[None, None, dL/dB] of a (transposed) convolution: the output gradient summed per channel."""
+    out = [None, None, None]
+    if len(nc.in_shapes) > 2 and nc.need[2]:
+        out[2] = g.sum(axis=(0,) + tuple(range(2, g.ndim))).reshape(nc.in_shapes[2])
+    return out
+
+
 @_rule("Conv")
 def _conv(nc, gys):
     from ..nn import functional as F
@@ -595,9 +603,7 @@ def _conv(nc, gys):
     nsp, strides, dil, pb, pe = _conv_geometry(nc, x.shape, w.shape)
     if nsp not in (1, 2):
         raise TypeError(f"{nc.node.label()}: training supports 1-D and 2-D convolutions; got {nsp}-D")
-    out = [None, None, None]
-    if len(nc.in_shapes) > 2 and nc.need[2]:
-        out[2] = g.sum(axis=(0,) + tuple(range(2, g.ndim))).reshape(nc.in_shapes[2])
+    out = _bias_grad(nc, g)
     if not (nc.need[0] or nc.need[1]):
         return out
     x4, st, dl, p4 = _as2d(nsp, x, strides, dil, pb, pe)
@@ -677,9 +683,7 @@ def _conv_transpose(nc, gys):
     nsp = w.ndim - 2
     if nsp not in (1, 2):
         raise TypeError(f"{nc.node.label()}: training supports 1-D and 2-D transposed convolutions")
-    out = [None, None, None]
-    if len(nc.in_shapes) > 2 and nc.need[2]:
-        out[2] = g.sum(axis=(0,) + tuple(range(2, g.ndim))).reshape(nc.in_shapes[2])
+    out = _bias_grad(nc, g)
     if not (nc.need[0] or nc.need[1]):
         return out
     kshape = tuple(w.shape[2:])

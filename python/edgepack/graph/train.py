@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..train.losses import cross_entropy, ctc_loss, kd_loss, mse
-from ..train.trainer import _pos_float, _pos_int, fit, rows_of, take_rows
+from ..train.trainer import _pos_float, _pos_int, fit, rows_of, take_rows, wrap_user_loss
 from .autograd import GraphTape, logits_value
 from .ir import Graph
 
@@ -164,16 +164,7 @@ class _Seqs:
 def _hard_loss(loss, y, n: int):
     """(fn(out, target) -> (value, grad), targets indexable by row, correct(out, target) or None)."""
     if callable(loss):
-        def user(out, t):
-            r = loss(out, t)
-            if not (isinstance(r, tuple) and len(r) == 2):
-                raise TypeError("a callable loss must return (value, gradient with respect to the output)")
-            v, g = r
-            g = np.asarray(g)
-            if g.shape != out.shape:
-                raise ValueError(f"the loss gradient must have the output's shape {out.shape}; got {g.shape}")
-            return float(v), g
-        return user, (y if y is None or not isinstance(y, list) else _Seqs(y, n)), None
+        return wrap_user_loss(loss), (y if y is None or not isinstance(y, list) else _Seqs(y, n)), None
     if loss not in _HARD:
         raise ValueError(f"loss must be one of {_HARD} or a callable; got {loss!r}")
     if loss == "ctc":

@@ -160,18 +160,23 @@ def fit(model, X: np.ndarray, batch_loss: Callable, *, epochs: int, batch_size: 
     return hist
 
 
+def wrap_user_loss(loss: Callable) -> Callable:
+    """A user loss ``loss(output, target) -> (value, grad)`` with its result checked."""
+    def user(out, target):
+        r = loss(out, target)
+        if not (isinstance(r, tuple) and len(r) == 2):
+            raise TypeError("a callable loss must return (value, gradient with respect to the output)")
+        v, g = r
+        g = np.asarray(g)
+        if g.shape != out.shape:
+            raise ValueError(f"the loss gradient must have the output's shape {out.shape}; got {g.shape}")
+        return float(v), g
+    return user
+
+
 def _resolve_loss(loss):
     if callable(loss):
-        def user(out, target):
-            r = loss(out, target)
-            if not (isinstance(r, tuple) and len(r) == 2):
-                raise TypeError("a callable loss must return (value, gradient with respect to the output)")
-            v, g = r
-            g = np.asarray(g)
-            if g.shape != out.shape:
-                raise ValueError(f"the loss gradient must have the output's shape {out.shape}; got {g.shape}")
-            return float(v), g
-        return user, False
+        return wrap_user_loss(loss), False
     if loss not in LOSSES:
         raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable; got {loss!r}")
     return LOSSES[loss], loss == "cross_entropy"

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 
 import numpy as np
 
@@ -204,15 +202,9 @@ def graph_flops(graph: Graph, example=None, shapes=None) -> dict:
 
 
 def _file_bytes(graph: Graph) -> int:
-    from ...io import save
+    from ...compare import file_size
 
-    fd, path = tempfile.mkstemp(suffix=".edgepack")
-    os.close(fd)
-    try:
-        save(graph, path)
-        return os.path.getsize(path)
-    finally:
-        os.unlink(path)
+    return file_size(graph)
 
 
 # -- the analysis -----------------------------------------------------------------------------------
@@ -520,13 +512,20 @@ class ChannelAnalysis:
         self.consumers.append((i, pos_w, w_axis, x.labels))
         return True
 
-    def _conv(self, i, n, a, x):
+    def _const_weight(self, n):
+        """The node's constant weight (input 1), or None after freezing its inputs when the
+        weight or the bias is computed."""
         w = n.inputs[1] if len(n.inputs) > 1 else ""
-        out = n.outputs[0]
         if not self._is_param(w) or (len(n.inputs) > 2 and n.inputs[2] and not self._is_param(n.inputs[2])):
             self._freeze_inputs(n, f"{n.label()} has a non-constant weight or bias")
+            return None
+        return self.params[w]
+
+    def _conv(self, i, n, a, x):
+        out = n.outputs[0]
+        W = self._const_weight(n)
+        if W is None:
             return
-        W = self.params[w]
         cin = self.shapes[n.inputs[0]][1]
         cout = W.shape[0]
         g = int(a.get("group", 1))
@@ -564,12 +563,10 @@ class ChannelAnalysis:
         self._set(out, 1, atoms)
 
     def _conv_transpose(self, i, n, a, x):
-        w = n.inputs[1] if len(n.inputs) > 1 else ""
         out = n.outputs[0]
-        if not self._is_param(w) or (len(n.inputs) > 2 and n.inputs[2] and not self._is_param(n.inputs[2])):
-            self._freeze_inputs(n, f"{n.label()} has a non-constant weight or bias")
+        W = self._const_weight(n)
+        if W is None:
             return
-        W = self.params[w]
         g = int(a.get("group", 1))
         cout = W.shape[1] * g
         has_b = len(n.inputs) > 2 and bool(n.inputs[2])
