@@ -174,7 +174,7 @@ def test_plan_frees_values_after_last_use(rng):
     np.testing.assert_array_equal(g(x), np.maximum(x, 0))
     plan = g.program().plan_for({"x": x})
     assert len(plan.steps) == 300
-    freed = [f for _, _, _, f in plan._compiled]
+    freed = [c[-1] for c in plan._compiled]
     assert all(len(f) == 1 for f in freed[1:])   # each step frees its input (not the graph input)
 
 
