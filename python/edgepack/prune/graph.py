@@ -357,6 +357,8 @@ def sensitivity_graph(graph: Graph, X, y=None, amounts=(0.25, 0.5, 0.75, 0.9), *
     if structure != "channels":
         raise ValueError(f"sensitivity of a graph measures channel groups: structure must be 'channels'; "
                          f"got {structure!r}")
+    if importance == "taylor":
+        raise ValueError("sensitivity ranks channels without gradients: importance must be 'l1', 'l2' or 'bn_scale'")
     amounts = [float(a) for a in amounts]
     if not amounts or any(not 0.0 <= a < 1.0 for a in amounts):
         raise ValueError(f"amounts must be numbers in [0, 1); got {amounts!r}")
