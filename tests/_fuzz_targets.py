@@ -470,7 +470,7 @@ def _structured(c: Choices, K) -> None:
     if c.int(3) == 0:
         a[...] = -128
     x = (rng.standard_normal((m, k)) * c.pick([1.0, 1e-30, 1e30, 3.0])).astype(np.float32)
-    fn = c.pick(["gemm_int8", "linear_int8", "spmm", "quantize_rows", "quantize", "attention", "layer_norm"])
+    fn = c.pick(["gemm_int8", "linear_int8", "spmm", "quantize_rows", "quantize", "attention", "layer_norm", "conv2d_int8"])
     if not hasattr(K, fn):
         return
     try:
@@ -512,12 +512,73 @@ def _structured(c: Choices, K) -> None:
             wn = _perturb(c, rng.standard_normal(k).astype(np.float32))
             res = _perturb(c, x) if c.int(2) else None
             K.layer_norm(_perturb(c, x), wn, wn, eps=c.pick([1e-5, 0.0, -1.0, float("nan")]), residual=res)
+        elif fn == "conv2d_int8" and hasattr(K, "pack_conv_weights"):
+            _structured_conv(c, K, rng)
         elif fn == "quantize":
             K.quantize(_perturb(c, x), c.pick([0.1, 1e-30, 0.0, -1.0, np.float32(0.5)]),
                        zero_point=c.pick([None, 0, 3, 300]), axis=c.pick([None, 0, 1, -1, 2]),
                        dtype=c.pick([np.int8, np.uint8, np.int16]))
     except (TypeError, ValueError):
         pass
+
+
+def _conv_ref(x, w, zp, s, p, d, g):
+    """int64 NHWC reference of conv2d_int8_acc."""
+    n, h, wd, c = x.shape
+    co, cg, kh, kw = w.shape
+    t, l, b, r = p
+    xp = np.full((n, h + t + b, wd + l + r, c), zp, np.int64)
+    xp[:, t:t + h, l:l + wd] = x
+    xp -= zp
+    oh, ow = (h + t + b - d * (kh - 1) - 1) // s + 1, (wd + l + r - d * (kw - 1) - 1) // s + 1
+    acc = np.zeros((n, oh, ow, co), np.int64)
+    og = co // g
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xp[:, ky * d: ky * d + s * (oh - 1) + 1: s, kx * d: kx * d + s * (ow - 1) + 1: s]
+            for gi in range(g):
+                acc[..., gi * og:(gi + 1) * og] += patch[..., gi * cg:(gi + 1) * cg] @ w[gi * og:(gi + 1) * og, :, ky, kx].astype(np.int64).T
+    return acc
+
+
+def _structured_conv(c: Choices, K, rng) -> None:
+    """A consistent conv layer (shapes, geometry, groups, depthwise) with near misses; the int32
+    accumulators are checked against NumPy whenever the call succeeds."""
+    groups = c.pick([1, 1, 1, 2, 3, 1, 2, 0])
+    cg = c.pick([1, 2, 3, 4, 5, 8, 17])
+    cin = cg * max(groups, 1)
+    dw = c.int(3) == 0 and groups >= 1
+    if dw:
+        groups = cin
+    cout = (c.pick([1, 2, 3, 16, 17]) * max(groups, 1)) if not dw else cin
+    kh, kw = c.pick([1, 2, 3, 5, 7]), c.pick([1, 3, 5])
+    s, d = c.pick([1, 1, 2, 3, 1, 2, 1, 0]), c.pick([1, 1, 2, 1, 1, 2, 1, -1])
+    pads = c.pick([0, 1, 2, (0, 0, 1, 1), (1, 0, 2, 1), 1, 2, (-1, 0, 0, 0)])
+    n, h, w = c.pick([0, 1, 2, 3]), c.pick([5, 9, 16, 1, 2]), c.pick([6, 13, 3, 1])
+    wq = rng.integers(-127, 128, size=(cout, max(cin // max(groups, 1), 1), kh, kw), dtype=np.int8)
+    u8 = bool(c.int(2))
+    x = rng.integers(0 if u8 else -128, 256 if u8 else 128, size=(n, h, w, cin)).astype(np.uint8 if u8 else np.int8)
+    zp = c.pick([0, 3, 100, 0, 3, 100, -7, 255])
+    pw = K.pack_conv_weights(_perturb(c, wq) if c.int(4) == 0 else wq, stride=s, pads=pads, dilation=d, groups=groups)
+    x2 = _perturb(c, x) if c.int(4) == 0 else x
+    if c.int(2):
+        got = K.conv2d_int8_acc(x2, pw, x_zero_point=zp)
+        if x2.dtype == x.dtype and x2.shape == x.shape:
+            t, l, b, r = pw.pads
+            want = _conv_ref(x2, pw.unpack(), zp, pw.stride[0], (t, l, b, r), pw.dilation[0], pw.groups)
+            if not np.array_equal(got, want):
+                raise AssertionError(f"conv2d_int8_acc differs from numpy: {pw!r} x {x2.shape}")
+        return
+    out_scale = c.pick([None, 0.05, 0.0, float("nan")])
+    K.conv2d_int8(x2, pw, _perturb(c, rng.uniform(0.001, 0.1, cout).astype(np.float32)),
+                  _perturb(c, rng.standard_normal(cout).astype(np.float32)) if c.int(2) else None,
+                  x_scale=c.pick([0.05, 0.0, 1e-30, float("inf")]), x_zero_point=zp,
+                  activation=c.pick([None, "relu", "relu6", "clip", "hardswish", "hardsigmoid", "leakyrelu", "sigmoid",
+                                     "silu", "gelu"]),
+                  act_params=c.pick([None, None, (0.0, 1.0), 0.1, (1.0, 0.0)]),
+                  residual=_perturb(c, rng.standard_normal(pw.output_shape(x.shape)).astype(np.float32))
+                  if c.int(3) == 0 and x.shape[1] >= 1 else None,
+                  out_scale=out_scale, out_zero_point=c.pick([None, np.uint8(3), np.int8(-3), 5]) if out_scale else None)
 
 
 def target_kernels(data: bytes, tmpdir: str) -> None:

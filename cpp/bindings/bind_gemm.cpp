@@ -20,12 +20,10 @@ namespace py = pybind11;
 namespace edgepack::bindings {
 namespace {
 
+using checks::aligned_bytes;
 using checks::describe;
+using checks::FreeDeleter;
 using checks::shape_str;
-
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
 
 // Packed int8 weights, built once per model. Owns 64-byte aligned storage.
 struct PackedWeights {
@@ -45,13 +43,6 @@ struct PackedWeights {
   }
   int64_t nbytes() const { return gemm::packed_data_bytes(n, k) + 4 * gemm::packed_colsum_len(n); }
 };
-
-void* aligned_bytes(int64_t bytes) {
-  const size_t sz = static_cast<size_t>((bytes + 63) / 64 * 64);
-  void* p = std::aligned_alloc(64, sz ? sz : 64);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
 
 // Packs w (int8 [N, K]); ValueError naming `name` for -128.
 std::unique_ptr<PackedWeights> pack_from(py::handle obj, const char* name) {

@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <new>
 #include <string>
@@ -119,6 +120,17 @@ py::array_t<T, py::array::c_style> out_or_new(py::handle obj, const char* name,
                                               const std::vector<py::ssize_t>& shape) {
   if (obj.is_none()) return py::array_t<T, py::array::c_style>(shape);
   return out_array<T>(obj, name, shape);
+}
+
+// 64-byte aligned storage for packed weights (freed with std::free through FreeDeleter).
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+inline void* aligned_bytes(int64_t bytes) {
+  const size_t sz = static_cast<size_t>((bytes + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, sz ? sz : 64);
+  if (!p) throw std::bad_alloc();
+  return p;
 }
 
 // A kernel's Status as a Python exception about argument `name`.

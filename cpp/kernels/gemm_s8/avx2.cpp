@@ -56,18 +56,9 @@ EP_INLINE __m256 v_act(__m256 y, gemm::Act act) {
   return y;
 }
 
-// Lanes [0, left) of 8 set (left may exceed 8 or be <= 0).
-EP_INLINE __m256i lane_mask(int64_t left) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const int32_t l = left > 8 ? 8 : (left < 0 ? 0 : static_cast<int32_t>(left));
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(l), idx);
-}
-
 // ---- register tile: MR rows x NP panels (2 ymm per panel) ----------------------------------
 
-// Software prefetch of the B streams for 1-2 rows. Measured on Zen 5: off is faster (the
-// hardware prefetchers follow the few sequential panel streams on their own).
-constexpr bool kPrefetchSmallM = false;
+#include "kernels/gemm_s8/ymm_tile.inc"
 
 template <int MR, int NP>
 void epilogue(const GemmArgs& g, int64_t m0, int64_t p0, const int32_t* res);
@@ -86,27 +77,10 @@ void tile(const GemmArgs& g, int64_t m0, int64_t p0) {
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
     for (int h = 0; h < NH; ++h) acc[r][h] = _mm256_setzero_si256();
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    const int8_t* bg = bp + gi * 64;
-    if (kPrefetchSmallM && MR <= 2) {
-#pragma GCC unroll 8
-      for (int p = 0; p < NP; ++p) _mm_prefetch(reinterpret_cast<const char*>(bg + p * pstride + 1024), _MM_HINT_T0);
-    }
+  mac_tile<MR, NP, false>(acc, bp, pstride, 1, groups, [&](int64_t, const uint8_t* (&rows)[MR]) {
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      int32_t v;
-      std::memcpy(&v, ap[r] + gi * 4, 4);
-      const __m256i va = _mm256_set1_epi32(v);
-      const __m256i aa = _mm256_abs_epi8(va);
-#pragma GCC unroll 16
-      for (int h = 0; h < NH; ++h) {
-        const __m256i b = _mm256_load_si256(reinterpret_cast<const __m256i*>(bg + (h >> 1) * pstride + (h & 1) * 32));
-        const __m256i pairs = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b, va));
-        acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(pairs, ones));
-      }
-    }
-  }
+    for (int r = 0; r < MR; ++r) rows[r] = ap[r];
+  });
   // row_corr * colsum is added in the epilogue (same value mod 2^32 as folding it into the init).
   alignas(32) int32_t res[MR][NH][8];
 #pragma GCC unroll 16

@@ -16,32 +16,6 @@
 namespace edgepack::avx512 {
 namespace {
 
-struct Dot {
-  // w and -w, so that picking sign(a) * w is one blend per (row, B row) with no register copy
-  // (a merge-masked subtract would need one); the negation is paid once per B row per tile.
-  struct B {
-    __m512i w, nw;
-  };
-  static inline __attribute__((always_inline)) B load_b(const int8_t* row) {
-    const __m512i w = _mm512_load_si512(row);
-    return B{w, _mm512_sub_epi8(_mm512_setzero_si512(), w)};
-  }
-  __m512i aa;       // |a| as unsigned bytes
-  __mmask64 neg;    // bytes where a < 0
-  inline __attribute__((always_inline)) void load(const uint8_t* a4) {
-    int32_t v;
-    std::memcpy(&v, a4, 4);
-    const __m512i a = _mm512_set1_epi32(v);
-    aa = _mm512_abs_epi8(a);
-    neg = _mm512_movepi8_mask(a);
-  }
-  inline __attribute__((always_inline)) __m512i mac(__m512i acc, const B& b) const {
-    const __m512i sw = _mm512_mask_blend_epi8(neg, b.w, b.nw);
-    const __m512i pairs = _mm512_maddubs_epi16(aa, sw);
-    return _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)));
-  }
-};
-
 // 6 x 48: 18 accumulators + 3 B rows and their negations + |a| + a temporary + ones.
 constexpr int kMR = 6, kNP = 3;
 constexpr int kSmallNP[5] = {0, 8, 6, 4, 4};

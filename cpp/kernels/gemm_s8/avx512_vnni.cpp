@@ -14,20 +14,6 @@
 namespace edgepack::avx512_vnni {
 namespace {
 
-struct Dot {
-  using B = __m512i;
-  static inline __attribute__((always_inline)) B load_b(const int8_t* row) { return _mm512_load_si512(row); }
-  __m512i a;
-  inline __attribute__((always_inline)) void load(const uint8_t* a4) {
-    int32_t v;
-    std::memcpy(&v, a4, 4);
-    a = _mm512_set1_epi32(v);
-  }
-  inline __attribute__((always_inline)) __m512i mac(__m512i acc, __m512i b) const {
-    return _mm512_dpbusd_epi32(acc, a, b);
-  }
-};
-
 // 8 x 48: 24 accumulators + 3 B rows + 1 broadcast of 32 zmm. Small M (1-4 rows): 4 panels per
 // tile (measured best of 2/3/4/6/8 at 1x768x768 and 1x4096x4096 on Zen 5).
 constexpr int kMR = 8, kNP = 3;

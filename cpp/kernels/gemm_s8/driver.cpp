@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/scratch.h"
 #include "core/thread_pool.h"
 #include "kernels/gemm_s8/gemm_s8.h"
 
@@ -23,11 +24,6 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
-}
-template <class T>
-T* grow(std::vector<T>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  return v.data();
 }
 
 // Calls below kMinParallelMacs (about 2-3 us of work on one core) run on the calling thread:
