@@ -10,6 +10,7 @@ void bind_gemm(py::module_& m);
 void bind_sparse(py::module_& m);
 void bind_attn(py::module_& m);
 void bind_norm(py::module_& m);
+void bind_conv_f32(py::module_& m);
 }  // namespace edgepack::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -20,4 +21,5 @@ PYBIND11_MODULE(_core, m) {
   edgepack::bindings::bind_sparse(m);
   edgepack::bindings::bind_attn(m);
   edgepack::bindings::bind_norm(m);
+  edgepack::bindings::bind_conv_f32(m);
 }

@@ -1,7 +1,7 @@
 // The kernel table: one immutable table per instruction-set path, built once, chosen at import
 // (EDGEPACK_ISA or the best path this CPU runs) and switchable with select_isa().
 //
-// Each area (quantize, gemm_s8, spmm, attn, norm) owns its own Ops struct in its header; each
+// Each area (quantize, gemm_s8, spmm, attn, norm, conv_f32) owns its own Ops struct in its header; each
 // cpp/kernels/<area>/<isa>.cpp defines edgepack::<isa>::register_<area>(KernelTable&), which
 // overwrites the entries it implements. build_table(max) starts from scalar and applies every
 // built and supported path up to `max` in order, so an op without a file for some path keeps
@@ -9,6 +9,7 @@
 #pragma once
 #include "core/isa.h"
 #include "kernels/attn/attn.h"
+#include "kernels/conv_f32/conv_f32.h"
 #include "kernels/norm/norm.h"
 #include "kernels/gemm_s8/gemm_s8.h"
 #include "kernels/quantize/quantize.h"
@@ -23,6 +24,7 @@ struct KernelTable {
   SpmmOps spmm;
   AttnOps attn;
   NormOps norm;
+  ConvF32Ops conv_f32;
 };
 
 // The active table (one acquire load).

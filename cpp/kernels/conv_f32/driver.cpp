@@ -1,0 +1,210 @@
+// conv_f32 driver (baseline code): picks the route, builds each register tile's row pointers
+// from the plan, splits output pixels x output channels into tasks on the pool (never the
+// reduction, so any thread count gives the same bits); the active path's kernels do the math.
+#include <cstdint>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/thread_pool.h"
+#include "kernels/conv_f32/conv_f32.h"
+
+namespace edgepack::convf {
+namespace {
+
+// Grow-only per-thread scratch (row pointers of one tile): nothing is allocated once warm.
+template <class T>
+T* scratch(int64_t n) {
+  thread_local std::vector<T> v;
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+// Below ~1M multiply-adds (a few microseconds on one core) waking a worker costs more than it
+// saves, and on a shared machine a descheduled worker can stall the call (see gemm_s8/driver.cpp).
+constexpr double kMinParallelMacs = 1048576.0;
+constexpr double kMinMacsPerTask = 65536.0;
+// Rows of A (output pixels x K floats) a task walks while one block of panels stays in L2.
+constexpr int64_t kABlockBytes = 256 * 1024;
+
+int threads_for(double macs) {
+  const int t = get_num_threads();
+  return macs < kMinParallelMacs ? 1 : t;
+}
+
+// Splits `rows` x `cols` work units into tasks: several per thread (a thread that loses its core
+// on a shared machine leaves its remaining tasks to the others), each at least kMinMacsPerTask.
+struct Split {
+  int64_t rchunks = 1, cchunks = 1;
+};
+Split split(int threads, int64_t rchunks_min, int64_t cols, double macs) {
+  Split s;
+  s.rchunks = rchunks_min;
+  if (threads <= 1) return s;
+  const int64_t want = 8 * int64_t(threads);
+  int64_t c = (want + s.rchunks - 1) / s.rchunks;
+  const int64_t by_work = static_cast<int64_t>(macs / (kMinMacsPerTask * double(s.rchunks)));
+  if (c > by_work) c = by_work;
+  if (c > cols) c = cols;
+  s.cchunks = c < 1 ? 1 : c;
+  return s;
+}
+
+void run_gemm(const Geometry& g, const float* packed, const ConvPlan& plan, const float* x, int64_t n,
+              const float* bias, const float* res, const Epilogue& ep, float* y, const ConvF32Ops& ops) {
+  const int64_t hw_out = plan.oh * plan.ow, M = n * hw_out;
+  const int64_t img_in = plan.h * plan.w * g.cin;
+  const int64_t cin_g = g.cin_g(), cout_g = g.cout_g(), taps = g.taps();
+  const int64_t K = taps * cin_g, panels = (cout_g + kNR - 1) / kNR;
+  const int64_t np = ops.np;
+  // Pointer groups are sized for the tallest tile; row chunks are multiples of every tile height.
+  int64_t amr = 1, mr = 1;
+  for (int q = 1; q <= np; ++q) {
+    const int64_t v = ops.mr[q];
+    if (v > amr) amr = v;
+    int64_t a = mr, b = v;
+    while (b) { const int64_t t = a % b; a = b; b = t; }
+    mr = mr / a * v;
+  }
+  const int64_t cbg = (panels + np - 1) / np, CB = g.groups * cbg;
+  const bool direct = g.direct();
+  const double macs = double(M) * double(g.cout) * double(K);
+  const int threads = threads_for(macs);
+  int64_t mc = kABlockBytes / (K * int64_t(sizeof(float))) / mr * mr;
+  if (mc < mr) mc = mr;
+  if (mc > M) mc = M;
+  int64_t mchunks = (M + mc - 1) / mc;
+  // Few rows (7x7 layers at batch 1): the column blocks carry the parallelism.
+  const Split sp = split(threads, mchunks, CB, macs);
+  if (threads > 1 && sp.cchunks * mchunks < 2 * threads && M > mr) {
+    // Not enough column blocks either: cut the rows finer, down to one tile per chunk.
+    const int64_t tiles = (M + mr - 1) / mr;
+    const int64_t want = (4 * int64_t(threads) + sp.cchunks - 1) / sp.cchunks;
+    mchunks = want < tiles ? want : tiles;
+    mc = ((M + mchunks - 1) / mchunks + mr - 1) / mr * mr;
+    mchunks = (M + mc - 1) / mc;
+  }
+  const int64_t cchunks = sp.cchunks;
+  const int64_t tasks = mchunks * cchunks;
+  const int64_t wstride = K * kNR;
+  auto task = [&](int64_t t) {
+    const int64_t mi = t % mchunks, ci = t / mchunks;
+    const int64_t m0 = mi * mc, m1 = m0 + mc < M ? m0 + mc : M;
+    const int64_t cb0 = CB * ci / cchunks, cb1 = CB * (ci + 1) / cchunks;
+    const float** a = scratch<const float*>(taps * amr);
+    ConvTile tl;
+    tl.a = a;
+    tl.taps = direct ? 1 : taps;
+    tl.kc = direct ? K : cin_g;
+    tl.amr = amr;
+    tl.wstride = wstride;
+    tl.ldr = g.cout;
+    tl.ldc = g.cout;
+    tl.ep = ep;
+    for (int64_t cb = cb0; cb < cb1; ++cb) {
+      const int64_t gi = cb / cbg, p0 = (cb % cbg) * np;
+      const int64_t npp = panels - p0 < np ? panels - p0 : np;
+      const int64_t ch0 = gi * cout_g + p0 * kNR;  // first output channel of the block
+      tl.w = packed + (gi * panels + p0) * wstride;
+      tl.nvalid = cout_g - p0 * kNR < npp * kNR ? cout_g - p0 * kNR : npp * kNR;
+      tl.bias = bias ? bias + ch0 : nullptr;
+      const float* xg = x + gi * cin_g;
+      const int64_t mq = ops.mr[npp];
+      for (int64_t m = m0; m < m1; m += mq) {
+        const int64_t rows = m1 - m < mq ? m1 - m : mq;
+        if (direct) {
+          for (int64_t r = 0; r < rows; ++r) a[r] = xg + (m + r) * g.cin;
+        } else {
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t pix = m + r, img = pix / hw_out;
+            const float* base = xg + img * img_in;
+            const int64_t* off = plan.off + (pix - img * hw_out) * taps;
+            for (int64_t tp = 0; tp < taps; ++tp) a[tp * amr + r] = off[tp] >= 0 ? base + off[tp] : plan.zero;
+          }
+        }
+        tl.c = y + m * g.cout + ch0;
+        tl.res = res ? res + m * g.cout + ch0 : nullptr;
+        ops.gemm_tile(tl, static_cast<int>(rows), static_cast<int>(npp));
+      }
+    }
+  };
+  parallel_for(tasks, task, threads);
+}
+
+void run_dw(const Geometry& g, const float* packed, const ConvPlan& plan, const float* x, int64_t n,
+            const float* bias, const float* res, const Epilogue& ep, float* y, const ConvF32Ops& ops) {
+  const int64_t C = g.cin, oh = plan.oh, ow = plan.ow, h = plan.h, w = plan.w;
+  const int64_t rows_total = n * oh;
+  const double macs = double(rows_total) * double(ow) * double(C) * double(g.taps());
+  const int threads = threads_for(macs);
+  // Interior pixels: every column tap inside [0, w).
+  int64_t ox_lo = (g.pl + g.sw - 1) / g.sw;
+  const int64_t num = w - 1 + g.pl - (g.kw - 1) * g.dw;
+  int64_t ox_hi = num < 0 ? 0 : num / g.sw + 1;
+  if (ox_lo > ow) ox_lo = ow;
+  if (ox_hi > ow) ox_hi = ow;
+  if (ox_hi < ox_lo) ox_hi = ox_lo;
+  // Tasks: chunks of output rows x chunks of 16-channel blocks (channels only when rows are few).
+  const int64_t cblocks = (C + kDwC - 1) / kDwC;
+  int64_t rchunks = 1, cchunks = 1;
+  if (threads > 1) {
+    const int64_t want = 8 * int64_t(threads);
+    rchunks = rows_total < want ? rows_total : want;
+    if (rchunks < want) {
+      cchunks = (want + rchunks - 1) / rchunks;
+      if (cchunks > cblocks) cchunks = cblocks;
+    }
+  }
+  const int64_t cp = (C + kDwC - 1) / kDwC * kDwC;
+  auto task = [&](int64_t t) {
+    const int64_t ri = t % rchunks, ci = t / rchunks;
+    const int64_t r0 = rows_total * ri / rchunks, r1 = rows_total * (ri + 1) / rchunks;
+    const int64_t c0 = cblocks * ci / cchunks * kDwC;
+    int64_t c1 = cblocks * (ci + 1) / cchunks * kDwC;
+    if (c1 > C) c1 = C;
+    const float** rows = scratch<const float*>(g.kh);
+    DwRow d;
+    d.rows = rows;
+    d.in_w = w;
+    d.c = C;
+    d.kh = g.kh;
+    d.kw = g.kw;
+    d.sw = g.sw;
+    d.dw = g.dw;
+    d.pl = g.pl;
+    d.out_w = ow;
+    d.ox_lo = ox_lo;
+    d.ox_hi = ox_hi;
+    d.c0 = c0;
+    d.c1 = c1;
+    d.w = packed;
+    d.cp = cp;
+    d.bias = bias;
+    d.ep = ep;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t img = r / oh, oy = r - img * oh;
+      const float* xi = x + img * h * w * C;
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+        rows[ky] = iy >= 0 && iy < h ? xi + iy * w * C : nullptr;
+      }
+      d.out = y + r * ow * C;
+      d.res = res ? res + r * ow * C : nullptr;
+      ops.dw_row(d);
+    }
+  };
+  parallel_for(rchunks * cchunks, task, threads);
+}
+
+}  // namespace
+
+void run(const Geometry& g, const float* packed, const ConvPlan& plan, const float* x, int64_t n,
+         const float* bias, const float* res, const Epilogue& ep, float* y) {
+  if (n <= 0 || plan.oh <= 0 || plan.ow <= 0) return;
+  const ConvF32Ops& ops = active().conv_f32;
+  if (g.depthwise())
+    run_dw(g, packed, plan, x, n, bias, res, ep, y, ops);
+  else
+    run_gemm(g, packed, plan, x, n, bias, res, ep, y, ops);
+}
+
+}  // namespace edgepack::convf

@@ -1,0 +1,75 @@
+// Reference path for conv_f32: plain C++ in the documented accumulation order (bias, then the
+// products tap by tap and channel by channel, each a multiply then an add, then the residual,
+// then the activation with the C library's exp/tanh). Every SIMD path is tested against it.
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dispatch.h"
+#include "kernels/conv_f32/act_ref.h"
+#include "kernels/conv_f32/conv_f32.h"
+
+namespace edgepack::scalar {
+namespace {
+
+using convf::kNR;
+constexpr int kMR = 4, kNP = 1;
+
+void gemm_tile(const ConvTile& t, int mr, int np) {
+  float acc[kMR][kNP * kNR];
+  for (int r = 0; r < mr; ++r)
+    for (int j = 0; j < np * kNR; ++j) acc[r][j] = (t.bias && j < t.nvalid) ? t.bias[j] : 0.0f;
+  for (int64_t tap = 0; tap < t.taps; ++tap) {
+    const float* const* a = t.a + tap * t.amr;
+    for (int64_t i = 0; i < t.kc; ++i) {
+      const int64_t k = tap * t.kc + i;
+      for (int r = 0; r < mr; ++r) {
+        const float av = a[r][i];
+        for (int p = 0; p < np; ++p) {
+          const float* wr = t.w + p * t.wstride + k * kNR;
+          for (int j = 0; j < kNR; ++j) acc[r][p * kNR + j] += av * wr[j];
+        }
+      }
+    }
+  }
+  for (int r = 0; r < mr; ++r)
+    for (int64_t j = 0; j < t.nvalid; ++j) {
+      float v = acc[r][j];
+      if (t.res) v += t.res[r * t.ldr + j];
+      t.c[r * t.ldc + j] = convf::act_ref(v, t.ep);
+    }
+}
+
+void dw_row(const DwRow& d) {
+  const int64_t n = d.c1 - d.c0;
+  float acc[convf::kDwC];
+  for (int64_t ox = 0; ox < d.out_w; ++ox) {
+    for (int64_t cb = 0; cb < n; cb += convf::kDwC) {
+      const int64_t c0 = d.c0 + cb, nc = n - cb < convf::kDwC ? n - cb : convf::kDwC;
+      for (int64_t j = 0; j < nc; ++j) acc[j] = d.bias ? d.bias[c0 + j] : 0.0f;
+      for (int64_t ky = 0; ky < d.kh; ++ky) {
+        if (!d.rows[ky]) continue;
+        for (int64_t kx = 0; kx < d.kw; ++kx) {
+          const int64_t ix = ox * d.sw - d.pl + kx * d.dw;
+          if (ix < 0 || ix >= d.in_w) continue;
+          const float* xr = d.rows[ky] + ix * d.c + c0;
+          const float* wr = d.w + (ky * d.kw + kx) * d.cp + c0;
+          for (int64_t j = 0; j < nc; ++j) acc[j] += xr[j] * wr[j];
+        }
+      }
+      float* o = d.out + ox * d.c + c0;
+      const float* rs = d.res ? d.res + ox * d.c + c0 : nullptr;
+      for (int64_t j = 0; j < nc; ++j) o[j] = convf::act_ref(rs ? acc[j] + rs[j] : acc[j], d.ep);
+    }
+  }
+}
+
+}  // namespace
+
+void register_conv_f32(KernelTable& t) {
+  t.conv_f32.gemm_tile = gemm_tile;
+  t.conv_f32.np = kNP;
+  t.conv_f32.mr[1] = kMR;
+  t.conv_f32.dw_row = dw_row;
+}
+
+}  // namespace edgepack::scalar
