@@ -142,6 +142,10 @@ CASES = [
     (2, 9, 7, 16, 50, geometry(3, stride=2, pads=1)),
     (1, 9, 9, 8, 16, geometry(3, pads=2, dilation=2)),
     (1, 6, 6, 5, 7, geometry(3)),  # no padding
+    # reductions long enough to be split into blocks of taps and of channels on every path
+    (1, 5, 6, 300, 20, geometry(1)),
+    (1, 4, 5, 257, 40, geometry(3, pads=1)),
+    (2, 3, 3, 70, 70, geometry(3, pads=1)),
     # 5x5 and the 7x7 stride-2 first layer with 3 input channels
     (1, 10, 11, 6, 20, geometry(5, pads=2)),
     (2, 15, 17, 3, 64, geometry(7, stride=2, pads=3)),

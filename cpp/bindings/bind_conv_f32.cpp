@@ -344,7 +344,8 @@ void bind_conv_f32(py::module_& m) {
         return py::make_tuple(c.g.pt, c.g.pl, c.g.pb, c.g.pr);
       })
       .def_property_readonly("route", [](const ConvWeightsF32& c) {
-        return std::string(c.g.depthwise() ? "depthwise" : c.g.direct() ? "gemm" : "igemm");
+        static const char* names[] = {"gemm", "rows", "igemm", "depthwise"};
+        return std::string(names[static_cast<int>(c.g.route())]);
       })
       .def_property_readonly("nbytes", [](const ConvWeightsF32& c) { return c.n_packed * 4; })
       .def_property_readonly("plan_nbytes", [](ConvWeightsF32& c) { return c.plan_bytes(); })

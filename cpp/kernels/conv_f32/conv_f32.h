@@ -14,12 +14,18 @@
 //   Depthwise layout (groups == cin == cout): float [taps][cp], element [t][c] = w[c][0][ky][kx],
 //     cp = cin rounded up to 16, zero past cin.
 //
-// Routes (driver.cpp):
-//   direct : 1x1, stride 1, no padding: a plain GEMM over N*H*W rows (row m of A is x + m*cin).
-//   igemm  : any other grouped/dense conv: implicit GEMM. Row m of A is output pixel m; for tap t
-//            it reads cin_g floats at an offset precomputed once per input shape (the indirection
-//            plan, ConvPlan), or a zero row where the tap falls in the padding.
-//   dw     : depthwise (depth multiplier 1): channels in vector lanes, taps in registers.
+// Routes (Geometry::route(), driver.cpp):
+//   gemm  : 1x1, stride 1, no padding: a plain GEMM over N*H*W rows (row m of A is x + m*cin).
+//   rows  : groups == 1, column dilation 1: implicit GEMM whose "taps" are the kh kernel rows.
+//           For output pixel m and kernel row ky, the kw * cin inputs x[iy][ix0 .. ix0+kw)[:] are
+//           one contiguous run of NHWC memory and, in the same order, kw * cin consecutive k of
+//           the packed weights; the run's offset is precomputed once per input shape (the
+//           indirection plan, ConvPlan). A row in the padding reads a zero run; a run crossing
+//           the left or right edge is copied with zeros into a per-thread buffer. kh pointers
+//           per pixel instead of kh * kw (3 channels per tap would cost a pointer per 3 k).
+//   igemm : any other grouped/dense conv: implicit GEMM over the kh * kw taps, each tap reading
+//           cin_g floats at a precomputed offset, or a zero row in the padding.
+//   dw    : depthwise (depth multiplier 1): channels in vector lanes, taps in registers.
 //
 // Accumulation order (why paths differ only by rounding): a GEMM output starts at its bias, then
 // adds the products tap by tap, channel by channel (FMA on SIMD paths, multiply-then-add on the
@@ -53,18 +59,26 @@ struct Epilogue {
 };
 }  // namespace convf
 
-// One register tile of the (implicit) GEMM, as a kernel sees it: mr output pixels x np panels.
+// One register tile of the (implicit) GEMM over one block of the reduction, as a kernel sees it:
+// mr output pixels x np panels of 16 output channels.
 //
-//   c[r][j] = act( bias[j] + sum_t sum_{i<kc} a[t*amr + r][i] * w_p[t*kc + i][j mod 16] + res[r][j] )
+//   s[r][j] = init[r][j] + sum_t sum_{i<kc} (a[t*amr + r] + a_off)[i] * w_p[t*kc + i][j mod 16]
 //
-// for r < mr, j < nvalid (j >= nvalid is neither read from bias/res nor written), where
-// w_p = w + (j / 16) * wstride. a holds taps groups of amr row pointers (amr >= mr; the first mr
-// of each group are used), each valid for kc floats.
+// for r < mr, j < 16*np, where w_p = w + (j / 16) * wstride, and init = bias (zero when null)
+// on the block that starts the reduction (first), else the partial sums part[r][j] that the
+// previous block stored. The block that ends the reduction (last) writes, for j < nvalid only,
+//   c[r][j] = act(s[r][j] + res[r][j])
+// (bias and res read for j < nvalid only); any other block stores s into part (row stride
+// parts, all 16*np lanes). a holds taps groups of amr row pointers (amr >= mr; the first mr of
+// each group are used), each valid for a_off + kc floats.
 struct ConvTile {
   const float* const* a = nullptr;
-  int64_t taps = 0, kc = 0, amr = 0;
+  int64_t taps = 0, kc = 0, amr = 0, a_off = 0;
   const float* w = nullptr;
   int64_t wstride = 0;        // floats from one panel to the next
+  bool first = true, last = true;
+  float* part = nullptr;      // partial sums when not (first and last)
+  int64_t parts = 0;
   const float* bias = nullptr;  // nvalid floats, or nullptr (zero)
   const float* res = nullptr;   // residual rows (row stride ldr), or nullptr
   int64_t ldr = 0;
@@ -112,6 +126,8 @@ struct ConvF32Ops {
 
 namespace convf {
 
+enum class ConvRoute : int32_t { gemm = 0, rows = 1, igemm = 2, dw = 3 };
+
 // Convolution geometry (validated by the caller: all sizes >= 1, pads >= 0, cin and cout
 // divisible by groups).
 struct Geometry {
@@ -125,6 +141,11 @@ struct Geometry {
   int64_t taps() const { return kh * kw; }
   bool depthwise() const { return groups == cin && groups == cout; }
   bool direct() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0; }
+  ConvRoute route() const {
+    if (depthwise()) return ConvRoute::dw;
+    if (direct()) return ConvRoute::gemm;
+    return groups == 1 && dw == 1 && kw > 1 ? ConvRoute::rows : ConvRoute::igemm;
+  }
   // Output size for an input of h x w; 0 when the (dilated) kernel does not fit the padded input.
   int64_t out_h(int64_t h) const;
   int64_t out_w(int64_t w) const;
@@ -137,15 +158,19 @@ void pack(const Geometry& g, const float* w, float* out);
 // Inverse of pack (w: OIHW, cout*cin_g*kh*kw floats).
 void unpack(const Geometry& g, const float* packed, float* w);
 
-// What one input shape needs, built once and reused (the igemm route's indirection offsets).
+// Plan offsets that are not offsets: a zero row (the tap or kernel row lies in the padding), a
+// run crossing the left/right edge (rows route: copied with zeros by the driver).
+constexpr int64_t kPlanZero = -1, kPlanBorder = -2;
+
+// What one input shape needs, built once and reused: the indirection offsets.
 struct ConvPlan {
   int64_t h = 0, w = 0, oh = 0, ow = 0;
-  // igemm: [oh*ow][taps] offsets in floats from the image's first element to the tap's input
-  // row (pixel (iy, ix), channel 0; the group's channel offset is added by the driver), or -1
-  // when the tap lies in the padding. Empty for the direct and dw routes.
+  // igemm: [oh*ow][kh*kw], rows: [oh*ow][kh] offsets in floats from the image's first element to
+  // the input the tap (kernel row) starts at (pixel (iy, ix), channel 0; the group's channel
+  // offset is added by the driver), or kPlanZero / kPlanBorder. Empty for the gemm and dw routes.
   int64_t* off = nullptr;
   int64_t n_off = 0;
-  float* zero = nullptr;  // cin_g zero floats (the padding row of the igemm route)
+  float* zero = nullptr;  // zeros for a padding tap: cin_g floats (igemm), kw * cin (rows)
 };
 // Bytes build_plan needs for off and zero (callers own the storage, so the selftest and the
 // binding can keep it as they like). h, w >= 1 with out_h(h), out_w(w) >= 1.

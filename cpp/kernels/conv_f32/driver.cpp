@@ -11,8 +11,9 @@
 namespace edgepack::convf {
 namespace {
 
-// Grow-only per-thread scratch (row pointers of one tile): nothing is allocated once warm.
-template <class T>
+// Grow-only per-thread scratch buffers, one per Tag (row pointers, partial sums, im2col rows):
+// nothing is allocated once warm.
+template <class T, int Tag>
 T* scratch(int64_t n) {
   thread_local std::vector<T> v;
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
@@ -49,6 +50,74 @@ Split split(int threads, int64_t rchunks_min, int64_t cols, double macs) {
   return s;
 }
 
+// Reduction blocks: B (the packed weights of one block of panels) is streamed once per register
+// tile, so a block of the reduction whose B slice fits in L1 (~16 KB) is run over many tiles
+// before the next one; the tiles keep their partial sums in a small per-thread buffer between
+// blocks. The summation order is unchanged (k ascending), so blocking changes no bit.
+constexpr int64_t kBBlockBytes = 16 * 1024;
+// B slices up to this size run unblocked (no partial sums at all).
+constexpr int64_t kBWholeBytes = 24 * 1024;
+// Output rows that share the reduction blocks (their partial sums stay in L1/L2).
+constexpr int64_t kPartRows = 240;
+
+// Blocks of the reduction K = taps x cin_g (taps outer): whole taps when a tap's channels fit a
+// block, else slices of one tap's channels.
+struct KBlocks {
+  int64_t n = 1, tpb = 1, nsl = 1, sl = 1;
+  KBlocks(int64_t taps, int64_t cin_g, int64_t np) {
+    const int64_t row = np * kNR * int64_t(sizeof(float));  // bytes of B per k
+    if (taps * cin_g * row <= kBWholeBytes) {
+      tpb = taps;
+      sl = cin_g;
+      return;
+    }
+    const int64_t kc = kBBlockBytes / row;
+    if (cin_g <= kc) {
+      tpb = kc / cin_g;
+      n = (taps + tpb - 1) / tpb;
+      sl = cin_g;
+    } else {
+      nsl = (cin_g + kc - 1) / kc;
+      sl = (cin_g + nsl - 1) / nsl;
+      n = taps * nsl;
+    }
+  }
+  // Block b: taps [t0, t0 + nt), channels [c0, c0 + kc).
+  void get(int64_t b, int64_t taps, int64_t cin_g, int64_t* t0, int64_t* nt, int64_t* c0, int64_t* kc) const {
+    if (nsl == 1) {
+      *t0 = b * tpb;
+      *nt = taps - *t0 < tpb ? taps - *t0 : tpb;
+      *c0 = 0;
+      *kc = cin_g;
+    } else {
+      *t0 = b / nsl;
+      *nt = 1;
+      *c0 = (b % nsl) * sl;
+      *kc = cin_g - *c0 < sl ? cin_g - *c0 : sl;
+    }
+  }
+};
+
+// The run of tap row ky of output pixel p (pixel index within the image) when its columns cross
+// the left or right edge: copied into dst (kw * cin floats) with zeros for the columns outside.
+const float* border_run(const Geometry& g, const ConvPlan& plan, const float* base, int64_t p, int64_t ky,
+                        float* dst) {
+  const int64_t oy = p / plan.ow, ox = p - oy * plan.ow;
+  const int64_t iy = oy * g.sh - g.pt + ky * g.dh, ix0 = ox * g.sw - g.pl;
+  const float* row = base + iy * plan.w * g.cin;
+  for (int64_t kx = 0; kx < g.kw; ++kx) {
+    const int64_t ix = ix0 + kx;
+    float* d = dst + kx * g.cin;
+    if (ix < 0 || ix >= plan.w) {
+      for (int64_t c = 0; c < g.cin; ++c) d[c] = 0.0f;
+    } else {
+      const float* src = row + ix * g.cin;
+      for (int64_t c = 0; c < g.cin; ++c) d[c] = src[c];
+    }
+  }
+  return dst;
+}
+
 void run_gemm(const Geometry& g, const float* packed, const ConvPlan& plan, const float* x, int64_t n,
               const float* bias, const float* res, const Epilogue& ep, float* y, const ConvF32Ops& ops) {
   const int64_t hw_out = plan.oh * plan.ow, M = n * hw_out;
@@ -57,16 +126,21 @@ void run_gemm(const Geometry& g, const float* packed, const ConvPlan& plan, cons
   const int64_t K = taps * cin_g, panels = (cout_g + kNR - 1) / kNR;
   const int64_t np = ops.np;
   // Pointer groups are sized for the tallest tile; row chunks are multiples of every tile height.
-  int64_t amr = 1, mr = 1;
+  int64_t amr = 1, mr = 1, min_mr = ops.mr[1];
   for (int q = 1; q <= np; ++q) {
     const int64_t v = ops.mr[q];
     if (v > amr) amr = v;
+    if (v < min_mr) min_mr = v;
     int64_t a = mr, b = v;
     while (b) { const int64_t t = a % b; a = b; b = t; }
     mr = mr / a * v;
   }
   const int64_t cbg = (panels + np - 1) / np, CB = g.groups * cbg;
-  const bool direct = g.direct();
+  const ConvRoute route = g.route();
+  const bool direct = route == ConvRoute::gemm, rowrun = route == ConvRoute::rows;
+  // What the tiles see: etaps row pointers per pixel, each to ecin floats.
+  const int64_t etaps = direct ? 1 : rowrun ? g.kh : taps, ecin = rowrun ? g.kw * cin_g : cin_g;
+  const KBlocks kb(etaps, ecin, np);
   const double macs = double(M) * double(g.cout) * double(K);
   const int threads = threads_for(macs);
   int64_t mc = kABlockBytes / (K * int64_t(sizeof(float))) / mr * mr;
@@ -86,46 +160,76 @@ void run_gemm(const Geometry& g, const float* packed, const ConvPlan& plan, cons
   const int64_t cchunks = sp.cchunks;
   const int64_t tasks = mchunks * cchunks;
   const int64_t wstride = K * kNR;
+  const int64_t ms = (kPartRows + mr - 1) / mr * mr;  // rows sharing the K blocks (and pointer gathers)
+  const int64_t parts = np * kNR;
   auto task = [&](int64_t t) {
     const int64_t mi = t % mchunks, ci = t / mchunks;
     const int64_t m0 = mi * mc, m1 = m0 + mc < M ? m0 + mc : M;
     const int64_t cb0 = CB * ci / cchunks, cb1 = CB * (ci + 1) / cchunks;
-    const float** a = scratch<const float*>(taps * amr);
+    const float** ptrs = scratch<const float*, 0>((ms + min_mr - 1) / min_mr * etaps * amr);
+    float* part = kb.n > 1 ? scratch<float, 1>(ms * parts) : nullptr;
+    float* brd = rowrun ? scratch<float, 2>(ms * K) : nullptr;
     ConvTile tl;
-    tl.a = a;
-    tl.taps = direct ? 1 : taps;
-    tl.kc = direct ? K : cin_g;
     tl.amr = amr;
     tl.wstride = wstride;
+    tl.parts = parts;
     tl.ldr = g.cout;
     tl.ldc = g.cout;
     tl.ep = ep;
-    for (int64_t cb = cb0; cb < cb1; ++cb) {
+    // Column block cb over rows [s0, s1): row pointers of every tile ([tile][tap][amr]), then the
+    // reduction blocks, each over every tile.
+    auto run_block = [&](int64_t cb, int64_t s0, int64_t s1) {
       const int64_t gi = cb / cbg, p0 = (cb % cbg) * np;
       const int64_t npp = panels - p0 < np ? panels - p0 : np;
       const int64_t ch0 = gi * cout_g + p0 * kNR;  // first output channel of the block
-      tl.w = packed + (gi * panels + p0) * wstride;
+      const float* wb = packed + (gi * panels + p0) * wstride;
       tl.nvalid = cout_g - p0 * kNR < npp * kNR ? cout_g - p0 * kNR : npp * kNR;
       tl.bias = bias ? bias + ch0 : nullptr;
       const float* xg = x + gi * cin_g;
       const int64_t mq = ops.mr[npp];
-      for (int64_t m = m0; m < m1; m += mq) {
-        const int64_t rows = m1 - m < mq ? m1 - m : mq;
+      int64_t nt = 0;
+      for (int64_t m = s0; m < s1; m += mq, ++nt) {
+        const int64_t rows = s1 - m < mq ? s1 - m : mq;
+        const float** a = ptrs + nt * etaps * amr;
         if (direct) {
           for (int64_t r = 0; r < rows; ++r) a[r] = xg + (m + r) * g.cin;
-        } else {
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t pix = m + r, img = pix / hw_out;
-            const float* base = xg + img * img_in;
-            const int64_t* off = plan.off + (pix - img * hw_out) * taps;
-            for (int64_t tp = 0; tp < taps; ++tp) a[tp * amr + r] = off[tp] >= 0 ? base + off[tp] : plan.zero;
+          continue;
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t pix = m + r, img = pix / hw_out, p = pix - img * hw_out;
+          const float* base = xg + img * img_in;
+          const int64_t* off = plan.off + p * etaps;
+          for (int64_t tp = 0; tp < etaps; ++tp) {
+            const int64_t o = off[tp];
+            a[tp * amr + r] = o >= 0 ? base + o
+                              : o == kPlanZero ? plan.zero
+                                               : border_run(g, plan, base, p, tp, brd + (pix - s0) * K + tp * ecin);
           }
         }
-        tl.c = y + m * g.cout + ch0;
-        tl.res = res ? res + m * g.cout + ch0 : nullptr;
-        ops.gemm_tile(tl, static_cast<int>(rows), static_cast<int>(npp));
       }
-    }
+      for (int64_t b = 0; b < kb.n; ++b) {
+        int64_t t0, ntap, c0, kc;
+        kb.get(b, etaps, ecin, &t0, &ntap, &c0, &kc);
+        tl.taps = ntap;
+        tl.kc = kc;
+        tl.a_off = c0;
+        tl.w = wb + (t0 * ecin + c0) * kNR;
+        tl.first = b == 0;
+        tl.last = b == kb.n - 1;
+        int64_t i = 0;
+        for (int64_t m = s0; m < s1; m += mq, ++i) {
+          const int64_t rows = s1 - m < mq ? s1 - m : mq;
+          tl.a = ptrs + (i * etaps + t0) * amr;
+          tl.part = part ? part + (m - s0) * parts : nullptr;
+          tl.c = y + m * g.cout + ch0;
+          tl.res = res ? res + m * g.cout + ch0 : nullptr;
+          ops.gemm_tile(tl, static_cast<int>(rows), static_cast<int>(npp));
+        }
+      }
+    };
+    // The weights of a column block (up to ~1 MB) stay in L2 while every row of the task uses them.
+    for (int64_t cb = cb0; cb < cb1; ++cb)
+      for (int64_t s0 = m0; s0 < m1; s0 += ms) run_block(cb, s0, s0 + ms < m1 ? s0 + ms : m1);
   };
   parallel_for(tasks, task, threads);
 }
@@ -161,7 +265,7 @@ void run_dw(const Geometry& g, const float* packed, const ConvPlan& plan, const 
     const int64_t c0 = cblocks * ci / cchunks * kDwC;
     int64_t c1 = cblocks * (ci + 1) / cchunks * kDwC;
     if (c1 > C) c1 = C;
-    const float** rows = scratch<const float*>(g.kh);
+    const float** rows = scratch<const float*, 3>(g.kh);
     DwRow d;
     d.rows = rows;
     d.in_w = w;

@@ -62,11 +62,20 @@ void unpack(const Geometry& g, const float* packed, float* w) {
 }
 
 int64_t plan_offsets(const Geometry& g, int64_t h, int64_t w) {
-  if (g.depthwise() || g.direct()) return 0;
-  return g.out_h(h) * g.out_w(w) * g.taps();
+  switch (g.route()) {
+    case ConvRoute::rows: return g.out_h(h) * g.out_w(w) * g.kh;
+    case ConvRoute::igemm: return g.out_h(h) * g.out_w(w) * g.taps();
+    default: return 0;
+  }
 }
 
-int64_t plan_zeros(const Geometry& g) { return g.depthwise() || g.direct() ? 0 : g.cin_g(); }
+int64_t plan_zeros(const Geometry& g) {
+  switch (g.route()) {
+    case ConvRoute::rows: return g.kw * g.cin;
+    case ConvRoute::igemm: return g.cin_g();
+    default: return 0;
+  }
+}
 
 void build_plan(const Geometry& g, int64_t h, int64_t w, int64_t* off, float* zero, ConvPlan* plan) {
   plan->h = h;
@@ -78,16 +87,25 @@ void build_plan(const Geometry& g, int64_t h, int64_t w, int64_t* off, float* ze
   plan->zero = plan_zeros(g) ? zero : nullptr;
   if (plan->zero) std::memset(zero, 0, static_cast<size_t>(plan_zeros(g)) * sizeof(float));
   if (!plan->off) return;
+  const bool rows = g.route() == ConvRoute::rows;
   int64_t* o = off;
   for (int64_t oy = 0; oy < plan->oh; ++oy)
-    for (int64_t ox = 0; ox < plan->ow; ++ox)
+    for (int64_t ox = 0; ox < plan->ow; ++ox) {
+      const int64_t ix0 = ox * g.sw - g.pl;
       for (int64_t ky = 0; ky < g.kh; ++ky) {
         const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+        const bool in_y = iy >= 0 && iy < h;
+        if (rows) {
+          // The kernel row reads columns ix0 .. ix0 + kw - 1 (column dilation 1 on this route).
+          *o++ = !in_y ? kPlanZero : (ix0 < 0 || ix0 + g.kw > w) ? kPlanBorder : (iy * w + ix0) * g.cin;
+          continue;
+        }
         for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-          *o++ = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? (iy * w + ix) * g.cin : -1;
+          const int64_t ix = ix0 + kx * g.dw;
+          *o++ = (in_y && ix >= 0 && ix < w) ? (iy * w + ix) * g.cin : kPlanZero;
         }
       }
+    }
 }
 
 }  // namespace edgepack::convf

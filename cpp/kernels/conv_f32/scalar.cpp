@@ -17,19 +17,25 @@ constexpr int kMR = 4, kNP = 1;
 void gemm_tile(const ConvTile& t, int mr, int np) {
   float acc[kMR][kNP * kNR];
   for (int r = 0; r < mr; ++r)
-    for (int j = 0; j < np * kNR; ++j) acc[r][j] = (t.bias && j < t.nvalid) ? t.bias[j] : 0.0f;
+    for (int j = 0; j < np * kNR; ++j)
+      acc[r][j] = !t.first ? t.part[r * t.parts + j] : (t.bias && j < t.nvalid) ? t.bias[j] : 0.0f;
   for (int64_t tap = 0; tap < t.taps; ++tap) {
     const float* const* a = t.a + tap * t.amr;
     for (int64_t i = 0; i < t.kc; ++i) {
       const int64_t k = tap * t.kc + i;
       for (int r = 0; r < mr; ++r) {
-        const float av = a[r][i];
+        const float av = a[r][t.a_off + i];
         for (int p = 0; p < np; ++p) {
           const float* wr = t.w + p * t.wstride + k * kNR;
           for (int j = 0; j < kNR; ++j) acc[r][p * kNR + j] += av * wr[j];
         }
       }
     }
+  }
+  if (!t.last) {
+    for (int r = 0; r < mr; ++r)
+      for (int j = 0; j < np * kNR; ++j) t.part[r * t.parts + j] = acc[r][j];
+    return;
   }
   for (int r = 0; r < mr; ++r)
     for (int64_t j = 0; j < t.nvalid; ++j) {

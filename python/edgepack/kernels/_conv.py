@@ -32,7 +32,9 @@ class ConvWeightsF32(_core.ConvWeightsF32):
         ``(top, left, bottom, right)``.
     route : str
         ``"gemm"`` (1x1, stride 1, no padding: a plain GEMM over N*H*W rows), ``"depthwise"``
-        (groups == C_in == C_out) or ``"igemm"`` (implicit GEMM, everything else).
+        (groups == C_in == C_out), ``"rows"`` (implicit GEMM reading each kernel row of a
+        receptive field as one contiguous run: groups == 1, column dilation 1) or ``"igemm"``
+        (implicit GEMM tap by tap: every other grouped or dilated convolution).
     nbytes : int
         Bytes of the packed weights; ``plan_nbytes`` those of the cached plans.
     """
