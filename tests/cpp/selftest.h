@@ -76,5 +76,6 @@ void check_runtime(Suite& s);
 void check_quantize(Suite& s);
 void check_gemm(Suite& s);
 void check_spmm(Suite& s);
+void check_conv_f32(Suite& s);
 
 }  // namespace selftest

@@ -8,12 +8,15 @@ and PP-LCNet depthwise 3x3/5x5 at strides 1 and 2 and their 1x1 layers; batch 1)
 * onnxruntime ``Conv`` (with bias) as a one-node ONNX model on the NCHW input (ORT's layout:
   inside, its NCHWc transformer adds a ReorderInput/ReorderOutput pair around the NCHWc kernel),
   ``intra_op_num_threads`` = the thread count, timed per ``session.run``;
-* the same ORT session's Conv node alone (``ORT conv``): its kernel time from ORT's profiler,
-  without the two reorders and the call overhead, the strictest comparison.
+* ORT's Conv kernel alone (``ORT conv``): the run's time times the Conv node's share of a run
+  in ORT's profiler (a second session with profiling on), i.e. without the two reorders and
+  the call overhead: the strictest comparison.
 
 The contenders are timed round-robin in ~0.3 s blocks (``time_interleaved``: ORT's workers spin
 after a call, and load from other processes then hits every contender alike); the figure is the
-median per call. GFLOP/s = 2 * multiply-adds / time; ratios > 1 mean edgepack is faster.
+median per call, in CPU time of the calling thread at one thread (both runtimes compute there;
+other processes cannot inflate it), wall time otherwise. GFLOP/s = 2 * multiply-adds / time;
+ratios > 1 mean edgepack is faster.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import time
 
 import numpy as np
 
@@ -136,24 +140,28 @@ def _tmpdir() -> str:
     return tempfile.gettempdir()
 
 
-def ort_conv_kernel_seconds(sess) -> float:
-    """Median duration of the Conv node(s) per run from an ORT profiling session (ends it)."""
+def ort_conv_fraction(sess, feed: dict, calls: int) -> float:
+    """Median share of ``session.run``'s time spent in its Conv node(s), from ORT's profiler (the
+    session must have been created with profiling on; this ends it)."""
+    for _ in range(calls):
+        sess.run(None, feed)
     path = sess.end_profiling()
     try:
         with open(path) as f:
             events = json.load(f)
     finally:
         os.remove(path)
-    per_run: dict[int, float] = {}
-    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = sorted((e["ts"], e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    starts = [r[0] for r in runs]
+    conv = [0.0] * len(runs)
     for e in events:
-        if e.get("cat") != "Node" or e.get("args", {}).get("op_name") != "Conv" or \
-                not e["name"].endswith("_kernel_time"):
-            continue
-        # the run this node belongs to: the last model_run that started before it
-        i = np.searchsorted(runs, e["ts"], side="right") - 1
-        per_run[int(i)] = per_run.get(int(i), 0.0) + e["dur"] * 1e-6
-    return statistics.median(per_run.values()) if per_run else float("nan")
+        if e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "Conv" and \
+                e["name"].endswith("_kernel_time"):
+            i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+            if i >= 0:
+                conv[i] += e["dur"]
+    shares = [c / d for c, (_, d) in zip(conv, runs) if d > 0 and c > 0][1:]  # the first run warms up
+    return statistics.median(shares) if shares else float("nan")
 
 
 def run(layers=LAYERS, threads: int = 1, min_time: float = 0.5, isa: str | None = None, ort: bool = True,
@@ -177,10 +185,14 @@ def run(layers=LAYERS, threads: int = 1, min_time: float = 0.5, isa: str | None 
             edgepack.set_isa(isa)
         edgepack.set_num_threads(threads)
         path = edgepack.get_isa()
+        # At one thread both runtimes compute on the calling thread: its CPU time is what they
+        # cost, and other processes on a shared machine cannot inflate it.
+        clock = time.thread_time if threads == 1 else time.perf_counter
         out(f"CPU: {cpu_model()}; edgepack path: {path}; threads: {threads} (edgepack and onnxruntime "
-            f"intra_op_num_threads); batch 1")
+            f"intra_op_num_threads); batch 1; clock: {'thread CPU time' if threads == 1 else 'wall'}")
         out("edgepack: NHWC input; onnxruntime: one-node Conv on the NCHW input ('ORT run': session.run, "
-            "reorders included; 'ORT conv': its NCHWc Conv kernel alone, from its profiler)")
+            "its NCHWc reorders included; 'ORT conv': its Conv kernel alone = ORT run x the Conv node's "
+            "share of the run in ORT's profiler)")
         hdr = (f"{'layer':<26} {'MMAC':>6} {'route':>9} | {'edgepack':>8} {'GF/s':>6} | {'ORT run':>8} "
                f"{'ORT conv':>8} {'GF/s':>6} | {'x run':>6} {'x conv':>6}")
         out(hdr)
@@ -196,21 +208,22 @@ def run(layers=LAYERS, threads: int = 1, min_time: float = 0.5, isa: str | None 
             oh, ow = y.shape[1:3]
             macs = oh * ow * cout * (cin // g) * k * k
             fns = {"ep": lambda: conv2d_f32(x, cw, b, out=y)}
-            prof = None
+            share = float("nan")
             if have_ort:
                 xn = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
                 sess = ort_conv_session(w, b, s, p, g, h, threads)
-                prof = ort_conv_session(w, b, s, p, g, h, threads, profile=True)
                 ref = sess.run(None, {"X": xn})[0].transpose(0, 2, 3, 1)
                 got = conv2d_f32(x, cw, b)
                 err = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-30))
                 if err > 1e-4:
                     out(f"{name}: edgepack and onnxruntime disagree (max relative difference {err:.2g})")
                 fns["ort"] = lambda: sess.run(None, {"X": xn})
-                fns["ort_prof"] = lambda: prof.run(None, {"X": xn})
-            t = time_interleaved(fns, min_time)
-            t_conv = ort_conv_kernel_seconds(prof) if prof is not None else float("nan")
+                prof = ort_conv_session(w, b, s, p, g, h, threads, profile=True)
+                share = ort_conv_fraction(prof, {"X": xn}, 1 + max(10, min(200, int(0.2 / max(macs * 2e-11, 1e-6)))))
+                del prof
+            t = time_interleaved(fns, min_time, clock=clock)
             t_run = t.get("ort", float("nan"))
+            t_conv = t_run * share
             r = {"layer": name, "macs": macs, "route": cw.route, "path": path, "threads": threads,
                  "ep_us": t["ep"] * 1e6, "ep_gflops": 2 * macs / t["ep"] * 1e-9, "ort_run_us": t_run * 1e6,
                  "ort_conv_us": t_conv * 1e6, "ort_conv_gflops": 2 * macs / t_conv * 1e-9,
