@@ -62,7 +62,7 @@ struct ConvWeightsF32 {
       }
     auto e = std::make_shared<PlanEntry>();
     e->off.resize(static_cast<size_t>(convf::plan_offsets(g, h, w)));
-    e->zero.resize(static_cast<size_t>(convf::plan_zeros(g)));
+    e->zero.resize(static_cast<size_t>(convf::plan_zeros(g, w)));
     convf::build_plan(g, h, w, e->off.data(), e->zero.data(), &e->plan);
     plans.insert(plans.begin(), e);
     if (plans.size() > kMaxPlans) plans.pop_back();

@@ -7,9 +7,10 @@
 // tails use vmaskmov (slow on some AMD cores, but only at the last panel of a layer whose
 // channel count is not a multiple of 16).
 //
-// Depthwise row: 8 channels per ymm; the 9 weights of a 3x3 block stay in registers (5x5 reads
-// its weights from L1: 25 would not fit), four output pixels per step for independent chains.
-// Border pixels and rows with taps in the padding take a generic loop that skips those taps.
+// Depthwise rows: 8 channels per ymm, each channel block run down all the call's output rows; the
+// 9 weights of a 3x3 block stay in registers (5x5 reads its weights from L1: 25 would not fit),
+// four output pixels per step for independent chains. Border pixels read the zero row for their
+// columns outside the input.
 #include <immintrin.h>
 
 #include <cstddef>
@@ -171,35 +172,14 @@ void gemm_tile(const ConvTile& t, int mr, int /*np: always 1 here*/) { kTiles[mr
 
 // ---- depthwise row ---------------------------------------------------------------------------
 
-EP_INLINE void dw_store(const DwRow& d, int64_t ox, int64_t c, int64_t n, __m256 acc) {
-  if (d.res) acc = _mm256_add_ps(acc, load_n(d.res + ox * d.c + c, n));
-  store_n(d.out + ox * d.c + c, n, v_act(acc, d.ep));
-}
-
-// Pixels [ox0, ox1), any tap possibly in the padding; n channels from c (1..8).
-void dw_edge(const DwRow& d, int64_t c, int64_t n, __m256 b, int64_t ox0, int64_t ox1) {
-  for (int64_t ox = ox0; ox < ox1; ++ox) {
-    __m256 acc = b;
-    for (int64_t ky = 0; ky < d.kh; ++ky) {
-      const float* row = d.rows[ky];
-      if (!row) continue;
-      for (int64_t kx = 0; kx < d.kw; ++kx) {
-        const int64_t ix = ox * d.sw - d.pl + kx * d.dw;
-        if (ix < 0 || ix >= d.in_w) continue;
-        acc = _mm256_fmadd_ps(load_n(row + ix * d.c + c, n), _mm256_loadu_ps(d.w + (ky * d.kw + kx) * d.cp + c), acc);
-      }
-    }
-    dw_store(d, ox, c, n, acc);
-  }
-}
-
-// Interior pixels [ox0, ox1), every row present; KH x KW compile-time taps (0: runtime).
-// kFull: 8 whole channels (plain loads), else n < 8 (masked loads).
+// One channel block (8 lanes; kFull: all valid, else the first n) down every output row of the
+// call, KH x KW compile-time taps (0: runtime). The 3x3 weights stay in registers (9 + 4
+// accumulators + a load fit in 16 ymm); 5x5 reads its weights from L1.
 template <int KH, int KW, bool kFull>
-void dw_interior(const DwRow& d, int64_t c, int64_t n, __m256 b, int64_t ox0, int64_t ox1) {
+void dw_block(const DwRows& d, int64_t c, int64_t n, __m256 b) {
   constexpr int kT = KH * KW;
-  // Weights in registers for 3x3 (9 + 4 accumulators + a load fit in 16 ymm), from L1 otherwise.
   constexpr bool kRegs = kT > 0 && kT <= 9;
+  const int64_t kh = KH ? KH : d.kh, kw = KW ? KW : d.kw;
   __m256 wv[kRegs ? kT : 1];
   if (kRegs) {
 #pragma GCC unroll 9
@@ -208,84 +188,93 @@ void dw_interior(const DwRow& d, int64_t c, int64_t n, __m256 b, int64_t ox0, in
   const __m256i mk = lanes(n);
   auto ld = [&](const float* p) { return kFull ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk); };
   auto wt = [&](int64_t t) { return kRegs ? wv[t] : _mm256_loadu_ps(d.w + t * d.cp + c); };
-  const int64_t xs = d.sw * d.c, xd = d.dw * d.c;
-  int64_t ox = ox0;
-  if (kT > 0) {
-    const float* base[KH > 0 ? KH : 1];
+  // (The fields are copied to locals: the compiler would otherwise reload them per tap.)
+  const float* zc = d.zero + c;
+  const int64_t C = d.c, in_w = d.in_w, sw = d.sw, dil = d.dw, pl = d.pl, dh = d.dh;
+  const int64_t xs = sw * C, xd = dil * C, ld_out = d.out_w * C;
+  for (int64_t j = 0; j < d.nrows; ++j) {
+    const float* const* rows = d.rows + j * d.sh;
+    float* out = d.out + j * ld_out + c;
+    const float* res = d.res ? d.res + j * ld_out + c : nullptr;
+    auto store = [&](int64_t ox, __m256 acc) {
+      if (res) acc = _mm256_add_ps(acc, ld(res + ox * C));
+      acc = v_act(acc, d.ep);
+      if (kFull)
+        _mm256_storeu_ps(out + ox * C, acc);
+      else
+        _mm256_maskstore_ps(out + ox * C, mk, acc);
+    };
+    // A single pixel (border, or left over from the groups of four): taps spread over four
+    // accumulators; a column outside the row reads the zero row.
+    auto single = [&](int64_t ox) {
+      __m256 a[4] = {b, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      const int64_t ix0 = ox * sw - pl;
 #pragma GCC unroll 5
-    for (int ky = 0; ky < KH; ++ky) base[ky] = d.rows[ky] + (ox0 * d.sw - d.pl) * d.c + c;
-    for (; ox + 4 <= ox1; ox += 4) {
-      __m256 a0 = b, a1 = b, a2 = b, a3 = b;
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const int64_t ix = ix0 + kx * dil;
+        const bool in = static_cast<uint64_t>(ix) < static_cast<uint64_t>(in_w);
+        const int64_t off = ix * C + c;
 #pragma GCC unroll 5
-      for (int ky = 0; ky < KH; ++ky) {
-        const float* p = base[ky];
-#pragma GCC unroll 5
-        for (int kx = 0; kx < KW; ++kx) {
-          const __m256 w = wt(ky * KW + kx);
-          const float* q = p + kx * xd;
-          a0 = _mm256_fmadd_ps(ld(q), w, a0);
-          a1 = _mm256_fmadd_ps(ld(q + xs), w, a1);
-          a2 = _mm256_fmadd_ps(ld(q + 2 * xs), w, a2);
-          a3 = _mm256_fmadd_ps(ld(q + 3 * xs), w, a3);
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const float* p = in ? rows[ky * dh] + off : zc;
+          const int t = static_cast<int>(ky * kw + kx);
+          a[t & 3] = _mm256_fmadd_ps(ld(p), wt(t), a[t & 3]);
         }
-        base[ky] = p + 4 * xs;
       }
-      dw_store(d, ox, c, n, a0);
-      dw_store(d, ox + 1, c, n, a1);
-      dw_store(d, ox + 2, c, n, a2);
-      dw_store(d, ox + 3, c, n, a3);
-    }
-    for (; ox < ox1; ++ox) {
-      __m256 acc = b;
+      store(ox, _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+    };
+    for (int64_t ox = 0; ox < d.ox_lo; ++ox) single(ox);
+    int64_t ox = d.ox_lo;
+    if (kT > 0) {
+      const float* base[KH > 0 ? KH : 1];
 #pragma GCC unroll 5
-      for (int ky = 0; ky < KH; ++ky) {
+      for (int ky = 0; ky < KH; ++ky) base[ky] = rows[ky * dh] + (ox * sw - pl) * C + c;
+      for (; ox + 4 <= d.ox_hi; ox += 4) {
+        __m256 a0 = b, a1 = b, a2 = b, a3 = b;
 #pragma GCC unroll 5
-        for (int kx = 0; kx < KW; ++kx) acc = _mm256_fmadd_ps(ld(base[ky] + kx * xd), wt(ky * KW + kx), acc);
-        base[ky] += xs;
+        for (int ky = 0; ky < KH; ++ky) {
+          const float* p = base[ky];
+#pragma GCC unroll 5
+          for (int kx = 0; kx < KW; ++kx) {
+            const __m256 w = wt(ky * KW + kx);
+            const float* q = p + kx * xd;
+            a0 = _mm256_fmadd_ps(ld(q), w, a0);
+            a1 = _mm256_fmadd_ps(ld(q + xs), w, a1);
+            a2 = _mm256_fmadd_ps(ld(q + 2 * xs), w, a2);
+            a3 = _mm256_fmadd_ps(ld(q + 3 * xs), w, a3);
+          }
+          base[ky] = p + 4 * xs;
+        }
+        store(ox, a0);
+        store(ox + 1, a1);
+        store(ox + 2, a2);
+        store(ox + 3, a3);
       }
-      dw_store(d, ox, c, n, acc);
     }
-    return;
-  }
-  for (; ox < ox1; ++ox) {
-    __m256 acc = b;
-    const int64_t ix0 = ox * d.sw - d.pl;
-    for (int64_t ky = 0; ky < d.kh; ++ky) {
-      const float* p = d.rows[ky] + ix0 * d.c + c;
-      const float* wr = d.w + ky * d.kw * d.cp + c;
-      for (int64_t kx = 0; kx < d.kw; ++kx) acc = _mm256_fmadd_ps(ld(p + kx * xd), _mm256_loadu_ps(wr + kx * d.cp), acc);
-    }
-    dw_store(d, ox, c, n, acc);
+    for (; ox < d.ox_hi; ++ox) single(ox);
+    for (ox = d.ox_hi > d.ox_lo ? d.ox_hi : d.ox_lo; ox < d.out_w; ++ox) single(ox);
   }
 }
 
-template <bool kFull>
-void dw_block(const DwRow& d, int64_t c, int64_t n, __m256 b) {
-  if (d.kh == 3 && d.kw == 3)
-    dw_interior<3, 3, kFull>(d, c, n, b, d.ox_lo, d.ox_hi);
-  else if (d.kh == 5 && d.kw == 5)
-    dw_interior<5, 5, kFull>(d, c, n, b, d.ox_lo, d.ox_hi);
-  else
-    dw_interior<0, 0, kFull>(d, c, n, b, d.ox_lo, d.ox_hi);
-}
-
-void dw_row(const DwRow& d) {
-  bool all_rows = true;
-  for (int64_t ky = 0; ky < d.kh; ++ky) all_rows = all_rows && d.rows[ky] != nullptr;
+template <int KH, int KW>
+void dw_blocks(const DwRows& d) {
   for (int64_t c = d.c0; c < d.c1; c += 8) {
     const int64_t n = d.c1 - c < 8 ? d.c1 - c : 8;
     const __m256 b = d.bias ? load_n(d.bias + c, n) : _mm256_setzero_ps();
-    if (!all_rows) {
-      dw_edge(d, c, n, b, 0, d.out_w);
-      continue;
-    }
-    dw_edge(d, c, n, b, 0, d.ox_lo);
     if (n == 8)
-      dw_block<true>(d, c, n, b);
+      dw_block<KH, KW, true>(d, c, n, b);
     else
-      dw_block<false>(d, c, n, b);
-    dw_edge(d, c, n, b, d.ox_hi, d.out_w);
+      dw_block<KH, KW, false>(d, c, n, b);
   }
+}
+
+void dw_rows(const DwRows& d) {
+  if (d.kh == 3 && d.kw == 3)
+    dw_blocks<3, 3>(d);
+  else if (d.kh == 5 && d.kw == 5)
+    dw_blocks<5, 5>(d);
+  else
+    dw_blocks<0, 0>(d);
 }
 
 #undef EP_INLINE
@@ -296,7 +285,7 @@ void register_conv_f32(KernelTable& t) {
   t.conv_f32.gemm_tile = gemm_tile;
   t.conv_f32.np = 1;
   t.conv_f32.mr[1] = kMR;
-  t.conv_f32.dw_row = dw_row;
+  t.conv_f32.dw_rows = dw_rows;
 }
 
 }  // namespace edgepack::avx2

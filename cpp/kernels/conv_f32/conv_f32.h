@@ -90,15 +90,19 @@ struct ConvTile {
 // 1 <= np <= ConvF32Ops::np, 1 <= mr <= ConvF32Ops::mr[np].
 using ConvGemmTileFn = void (*)(const ConvTile& t, int mr, int np);
 
-// One output row of a depthwise convolution, channels [c0, c1):
-//   out[ox][c] = act( bias[c] + sum_{ky, kx valid} row[ky][(ox*sw - pl + kx*dw)*C + c] * w[ky*kw + kx][c]
-//                     + res[ox][c] )
-// rows[ky] is the input row for tap row ky (pixel 0, channel 0) or nullptr when that row is in
-// the padding. A tap is valid when its row is not null and its column lies in [0, in_w). Pixels
-// [ox_lo, ox_hi) have every column valid (the driver computes them); the kernel may use a faster
-// loop there when no row is null.
-struct DwRow {
-  const float* const* rows = nullptr;  // [kh]
+// Consecutive output rows j < nrows (of one image) of a depthwise convolution, channels [c0, c1):
+//   out_j[ox][c] = act( bias[c] + sum_{ky, kx} in(j*sh + ky*dh, ox*sw - pl + kx*dw)[c] * w[ky*kw + kx][c]
+//                       + res_j[ox][c] )
+// in(i, ix) is rows[i] + ix*C for ix in [0, in_w), and zeros for a column outside: the kernel
+// reads zero + c there (zero holds in_w * C zero floats). An input row in the padding is the
+// zero row itself (rows[i] == zero), so every kernel row is present and a kernel may keep its
+// taps' weights in registers across all the rows. Pixels [ox_lo, ox_hi) have every column
+// inside (the driver computes them): no test needed there. Output row j is out + j*out_w*C
+// (res likewise).
+struct DwRows {
+  const float* const* rows = nullptr;  // (nrows - 1) * sh + (kh - 1) * dh + 1 input rows, never null
+  int64_t nrows = 0, sh = 1, dh = 1;
+  const float* zero = nullptr;         // in_w * C zero floats
   int64_t in_w = 0, c = 0;             // input width in pixels; channels (= pixel stride in floats)
   int64_t kh = 0, kw = 0, sw = 1, dw = 1, pl = 0;
   int64_t out_w = 0, ox_lo = 0, ox_hi = 0;
@@ -106,11 +110,11 @@ struct DwRow {
   const float* w = nullptr;  // packed [kh*kw][cp]
   int64_t cp = 0;
   const float* bias = nullptr;  // [C] or nullptr
-  const float* res = nullptr;   // residual row [out_w][C] or nullptr
-  float* out = nullptr;         // output row [out_w][C]
+  const float* res = nullptr;   // residual rows or nullptr
+  float* out = nullptr;         // output rows
   convf::Epilogue ep;
 };
-using DwRowFn = void (*)(const DwRow& r);
+using DwRowsFn = void (*)(const DwRows& r);
 
 constexpr int kMaxNP = 4;
 struct ConvF32Ops {
@@ -119,7 +123,7 @@ struct ConvF32Ops {
   // output pixels per tile (more rows when fewer panels keep the accumulator count up).
   int32_t np = 1;
   int32_t mr[kMaxNP + 1] = {0, 1, 1, 1, 1};
-  DwRowFn dw_row = nullptr;
+  DwRowsFn dw_rows = nullptr;
 };
 
 // ---- driver (cpp/kernels/conv_f32/driver.cpp, pack.cpp): baseline code, used by the bindings ----
@@ -168,15 +172,16 @@ struct ConvPlan {
   // igemm: [oh*ow][kh*kw], rows: [oh*ow][kh] offsets in floats from the image's first element to
   // the input the tap (kernel row) starts at (pixel (iy, ix), channel 0; the group's channel
   // offset is added by the driver), or kPlanZero / kPlanBorder. Empty for the gemm and dw routes.
+  // (The dw route needs only the zero row.)
   int64_t* off = nullptr;
   int64_t n_off = 0;
-  float* zero = nullptr;  // zeros for a padding tap: cin_g floats (igemm), kw * cin (rows)
+  float* zero = nullptr;  // zeros for padding: cin_g floats (igemm), kw * cin (rows), w * cin (dw)
 };
 // Bytes build_plan needs for off and zero (callers own the storage, so the selftest and the
 // binding can keep it as they like). h, w >= 1 with out_h(h), out_w(w) >= 1.
 int64_t plan_offsets(const Geometry& g, int64_t h, int64_t w);
-int64_t plan_zeros(const Geometry& g);
-// Fills plan (off: plan_offsets(...) int64, zero: plan_zeros(g) floats).
+int64_t plan_zeros(const Geometry& g, int64_t w);
+// Fills plan (off: plan_offsets(...) int64, zero: plan_zeros(g, w) floats).
 void build_plan(const Geometry& g, int64_t h, int64_t w, int64_t* off, float* zero, ConvPlan* plan);
 
 // y[n][oy][ox][:] for a batch of n images (x: n*h*w*cin floats; y and res: n*oh*ow*cout).

@@ -234,6 +234,10 @@ void run_gemm(const Geometry& g, const float* packed, const ConvPlan& plan, cons
   parallel_for(tasks, task, threads);
 }
 
+// Input rows a depthwise call covers: about this many bytes, so that they stay in L2 while each
+// channel block runs down them (the block's kh-row window stays in L1 from one row to the next).
+constexpr int64_t kDwL2Bytes = 192 * 1024;
+
 void run_dw(const Geometry& g, const float* packed, const ConvPlan& plan, const float* x, int64_t n,
             const float* bias, const float* res, const Epilogue& ep, float* y, const ConvF32Ops& ops) {
   const int64_t C = g.cin, oh = plan.oh, ow = plan.ow, h = plan.h, w = plan.w;
@@ -259,15 +263,22 @@ void run_dw(const Geometry& g, const float* packed, const ConvPlan& plan, const 
     }
   }
   const int64_t cp = (C + kDwC - 1) / kDwC * kDwC;
+  // Output rows per call: their input rows (sh per output row) within kDwL2Bytes.
+  int64_t per_call = kDwL2Bytes / (g.sh * w * C * int64_t(sizeof(float)));
+  if (per_call < 1) per_call = 1;
   auto task = [&](int64_t t) {
     const int64_t ri = t % rchunks, ci = t / rchunks;
     const int64_t r0 = rows_total * ri / rchunks, r1 = rows_total * (ri + 1) / rchunks;
     const int64_t c0 = cblocks * ci / cchunks * kDwC;
     int64_t c1 = cblocks * (ci + 1) / cchunks * kDwC;
     if (c1 > C) c1 = C;
-    const float** rows = scratch<const float*, 3>(g.kh);
-    DwRow d;
+    const int64_t span = (per_call - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+    const float** rows = scratch<const float*, 3>(span);
+    DwRows d;
     d.rows = rows;
+    d.sh = g.sh;
+    d.dh = g.dh;
+    d.zero = plan.zero;
     d.in_w = w;
     d.c = C;
     d.kh = g.kh;
@@ -284,16 +295,22 @@ void run_dw(const Geometry& g, const float* packed, const ConvPlan& plan, const 
     d.cp = cp;
     d.bias = bias;
     d.ep = ep;
-    for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t r = r0; r < r1;) {
+      // Rows of one image, at most per_call of them.
       const int64_t img = r / oh, oy = r - img * oh;
+      int64_t nr = r1 - r < oh - oy ? r1 - r : oh - oy;
+      if (nr > per_call) nr = per_call;
       const float* xi = x + img * h * w * C;
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-        rows[ky] = iy >= 0 && iy < h ? xi + iy * w * C : nullptr;
+      const int64_t iy0 = oy * g.sh - g.pt, ni = (nr - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+      for (int64_t i = 0; i < ni; ++i) {
+        const int64_t iy = iy0 + i;
+        rows[i] = iy >= 0 && iy < h ? xi + iy * w * C : plan.zero;
       }
+      d.nrows = nr;
       d.out = y + r * ow * C;
       d.res = res ? res + r * ow * C : nullptr;
-      ops.dw_row(d);
+      ops.dw_rows(d);
+      r += nr;
     }
   };
   parallel_for(rchunks * cchunks, task, threads);

@@ -7,10 +7,10 @@
 // then the residual and the activation from registers. Channel tails (a layer whose output
 // channels are not a multiple of 16) go through a small stack buffer: NEON has no masked stores.
 //
-// Depthwise row: 4 channels per q register; the 9 weights of a 3x3 block stay in registers (25
-// for 5x5 too: 32 registers), four output pixels per step for independent chains. Border pixels
-// and rows with taps in the padding take a generic loop that skips those taps. A channel tail
-// (C not a multiple of 4) goes through a 4-float buffer.
+// Depthwise rows: 4 channels per q register, each channel block run down all the call's output
+// rows with its weights in registers (9 for 3x3, 25 for 5x5: 32 registers), four output pixels
+// per step for independent chains. Border pixels read the zero row for their columns outside
+// the input; a channel tail (C not a multiple of 4) goes through a 4-float buffer.
 #include <arm_neon.h>
 
 #include <cstddef>
@@ -137,109 +137,106 @@ void gemm_tile(const ConvTile& t, int mr, int /*np: always 1 here*/) { kTiles[mr
 
 // ---- depthwise row ---------------------------------------------------------------------------
 
-EP_INLINE void dw_store(const DwRow& d, int64_t ox, int64_t c, int64_t n, float32x4_t acc) {
-  if (d.res) acc = vaddq_f32(acc, load_n(d.res + ox * d.c + c, n));
-  store_n(d.out + ox * d.c + c, n, v_act(acc, d.ep));
-}
-
-// Pixels [ox0, ox1), any tap possibly in the padding; n channels from c (1..4).
-void dw_edge(const DwRow& d, int64_t c, int64_t n, float32x4_t b, int64_t ox0, int64_t ox1) {
-  for (int64_t ox = ox0; ox < ox1; ++ox) {
-    float32x4_t acc = b;
-    for (int64_t ky = 0; ky < d.kh; ++ky) {
-      const float* row = d.rows[ky];
-      if (!row) continue;
-      for (int64_t kx = 0; kx < d.kw; ++kx) {
-        const int64_t ix = ox * d.sw - d.pl + kx * d.dw;
-        if (ix < 0 || ix >= d.in_w) continue;
-        acc = vfmaq_f32(acc, load_n(row + ix * d.c + c, n), vld1q_f32(d.w + (ky * d.kw + kx) * d.cp + c));
-      }
-    }
-    dw_store(d, ox, c, n, acc);
-  }
-}
-
-// Interior pixels [ox0, ox1), every row present, 4 whole channels; KH x KW compile-time taps
-// (0: runtime) with the weights in registers, four pixels per step.
-template <int KH, int KW>
-void dw_interior(const DwRow& d, int64_t c, float32x4_t b, int64_t ox0, int64_t ox1) {
+// One channel block of 4 lanes (kFull) or a tail of n < 4 lanes (through load_n/store_n) down
+// every output row of the call, KH x KW compile-time taps (0: runtime) with the weights in
+// registers (3x3 and 5x5: 25 + 4 accumulators fit in 32 q registers).
+template <int KH, int KW, bool kFull>
+void dw_block(const DwRows& d, int64_t c, int64_t n, float32x4_t b) {
   constexpr int kT = KH * KW;
+  const int64_t kh = KH ? KH : d.kh, kw = KW ? KW : d.kw;
   float32x4_t wv[kT > 0 ? kT : 1];
   if (kT > 0) {
 #pragma GCC unroll 25
     for (int t = 0; t < (kT > 0 ? kT : 1); ++t) wv[t] = vld1q_f32(d.w + t * d.cp + c);
   }
-  const int64_t xs = d.sw * d.c, xd = d.dw * d.c;
-  int64_t ox = ox0;
-  if (kT > 0) {
-    const float* base[KH > 0 ? KH : 1];
+  auto ld = [&](const float* p) { return kFull ? vld1q_f32(p) : load_n(p, n); };
+  auto wt = [&](int64_t t) { return kT > 0 ? wv[t] : vld1q_f32(d.w + t * d.cp + c); };
+  const float* zc = d.zero + c;
+  const int64_t C = d.c, in_w = d.in_w, sw = d.sw, dil = d.dw, pl = d.pl, dh = d.dh;
+  const int64_t xs = sw * C, xd = dil * C, ld_out = d.out_w * C;
+  for (int64_t j = 0; j < d.nrows; ++j) {
+    const float* const* rows = d.rows + j * d.sh;
+    float* out = d.out + j * ld_out + c;
+    const float* res = d.res ? d.res + j * ld_out + c : nullptr;
+    auto store = [&](int64_t ox, float32x4_t acc) {
+      if (res) acc = vaddq_f32(acc, ld(res + ox * C));
+      acc = v_act(acc, d.ep);
+      if (kFull)
+        vst1q_f32(out + ox * C, acc);
+      else
+        store_n(out + ox * C, n, acc);
+    };
+    // A single pixel (border, or left over from the groups of four): taps spread over four
+    // accumulators; a column outside the row reads the zero row.
+    auto single = [&](int64_t ox) {
+      float32x4_t a[4] = {b, vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+      const int64_t ix0 = ox * sw - pl;
 #pragma GCC unroll 5
-    for (int ky = 0; ky < KH; ++ky) base[ky] = d.rows[ky] + (ox0 * d.sw - d.pl) * d.c + c;
-    for (; ox + 4 <= ox1; ox += 4) {
-      float32x4_t a0 = b, a1 = b, a2 = b, a3 = b;
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const int64_t ix = ix0 + kx * dil;
+        const bool in = static_cast<uint64_t>(ix) < static_cast<uint64_t>(in_w);
+        const int64_t off = ix * C + c;
 #pragma GCC unroll 5
-      for (int ky = 0; ky < KH; ++ky) {
-        const float* p = base[ky];
-#pragma GCC unroll 5
-        for (int kx = 0; kx < KW; ++kx) {
-          const float32x4_t w = wv[ky * KW + kx];
-          const float* q = p + kx * xd;
-          a0 = vfmaq_f32(a0, vld1q_f32(q), w);
-          a1 = vfmaq_f32(a1, vld1q_f32(q + xs), w);
-          a2 = vfmaq_f32(a2, vld1q_f32(q + 2 * xs), w);
-          a3 = vfmaq_f32(a3, vld1q_f32(q + 3 * xs), w);
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const float* p = in ? rows[ky * dh] + off : zc;
+          const int t = static_cast<int>(ky * kw + kx);
+          a[t & 3] = vfmaq_f32(a[t & 3], ld(p), wt(t));
         }
-        base[ky] = p + 4 * xs;
       }
-      dw_store(d, ox, c, 4, a0);
-      dw_store(d, ox + 1, c, 4, a1);
-      dw_store(d, ox + 2, c, 4, a2);
-      dw_store(d, ox + 3, c, 4, a3);
-    }
-    for (; ox < ox1; ++ox) {
-      float32x4_t acc = b;
+      store(ox, vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])));
+    };
+    for (int64_t ox = 0; ox < d.ox_lo; ++ox) single(ox);
+    int64_t ox = d.ox_lo;
+    if (kT > 0 && kFull) {
+      const float* base[KH > 0 ? KH : 1];
 #pragma GCC unroll 5
-      for (int ky = 0; ky < KH; ++ky) {
+      for (int ky = 0; ky < KH; ++ky) base[ky] = rows[ky * dh] + (ox * sw - pl) * C + c;
+      for (; ox + 4 <= d.ox_hi; ox += 4) {
+        float32x4_t a0 = b, a1 = b, a2 = b, a3 = b;
 #pragma GCC unroll 5
-        for (int kx = 0; kx < KW; ++kx) acc = vfmaq_f32(acc, vld1q_f32(base[ky] + kx * xd), wv[ky * KW + kx]);
-        base[ky] += xs;
+        for (int ky = 0; ky < KH; ++ky) {
+          const float* p = base[ky];
+#pragma GCC unroll 5
+          for (int kx = 0; kx < KW; ++kx) {
+            const float32x4_t w = wv[ky * KW + kx];
+            const float* q = p + kx * xd;
+            a0 = vfmaq_f32(a0, vld1q_f32(q), w);
+            a1 = vfmaq_f32(a1, vld1q_f32(q + xs), w);
+            a2 = vfmaq_f32(a2, vld1q_f32(q + 2 * xs), w);
+            a3 = vfmaq_f32(a3, vld1q_f32(q + 3 * xs), w);
+          }
+          base[ky] = p + 4 * xs;
+        }
+        store(ox, a0);
+        store(ox + 1, a1);
+        store(ox + 2, a2);
+        store(ox + 3, a3);
       }
-      dw_store(d, ox, c, 4, acc);
     }
-    return;
-  }
-  for (; ox < ox1; ++ox) {
-    float32x4_t acc = b;
-    const int64_t ix0 = ox * d.sw - d.pl;
-    for (int64_t ky = 0; ky < d.kh; ++ky) {
-      const float* p = d.rows[ky] + ix0 * d.c + c;
-      const float* wr = d.w + ky * d.kw * d.cp + c;
-      for (int64_t kx = 0; kx < d.kw; ++kx) acc = vfmaq_f32(acc, vld1q_f32(p + kx * xd), vld1q_f32(wr + kx * d.cp));
-    }
-    dw_store(d, ox, c, 4, acc);
+    for (; ox < d.ox_hi; ++ox) single(ox);
+    for (ox = d.ox_hi > d.ox_lo ? d.ox_hi : d.ox_lo; ox < d.out_w; ++ox) single(ox);
   }
 }
 
-void dw_row(const DwRow& d) {
-  bool all_rows = true;
-  for (int64_t ky = 0; ky < d.kh; ++ky) all_rows = all_rows && d.rows[ky] != nullptr;
+template <int KH, int KW>
+void dw_blocks(const DwRows& d) {
   for (int64_t c = d.c0; c < d.c1; c += 4) {
     const int64_t n = d.c1 - c < 4 ? d.c1 - c : 4;
     const float32x4_t b = d.bias ? load_n(d.bias + c, n) : vdupq_n_f32(0.0f);
-    if (!all_rows || n < 4) {
-      // rows in the padding, or a channel tail: the generic loop (its loads stop at C)
-      dw_edge(d, c, n, b, 0, d.out_w);
-      continue;
-    }
-    dw_edge(d, c, n, b, 0, d.ox_lo);
-    if (d.kh == 3 && d.kw == 3)
-      dw_interior<3, 3>(d, c, b, d.ox_lo, d.ox_hi);
-    else if (d.kh == 5 && d.kw == 5)
-      dw_interior<5, 5>(d, c, b, d.ox_lo, d.ox_hi);
+    if (n == 4)
+      dw_block<KH, KW, true>(d, c, n, b);
     else
-      dw_interior<0, 0>(d, c, b, d.ox_lo, d.ox_hi);
-    dw_edge(d, c, n, b, d.ox_hi, d.out_w);
+      dw_block<KH, KW, false>(d, c, n, b);
   }
+}
+
+void dw_rows(const DwRows& d) {
+  if (d.kh == 3 && d.kw == 3)
+    dw_blocks<3, 3>(d);
+  else if (d.kh == 5 && d.kw == 5)
+    dw_blocks<5, 5>(d);
+  else
+    dw_blocks<0, 0>(d);
 }
 
 #undef EP_INLINE
@@ -250,7 +247,7 @@ void register_conv_f32(KernelTable& t) {
   t.conv_f32.gemm_tile = gemm_tile;
   t.conv_f32.np = 1;
   t.conv_f32.mr[1] = kMR;
-  t.conv_f32.dw_row = dw_row;
+  t.conv_f32.dw_rows = dw_rows;
 }
 
 }  // namespace edgepack::neon

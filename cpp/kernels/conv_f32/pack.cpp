@@ -69,10 +69,11 @@ int64_t plan_offsets(const Geometry& g, int64_t h, int64_t w) {
   }
 }
 
-int64_t plan_zeros(const Geometry& g) {
+int64_t plan_zeros(const Geometry& g, int64_t w) {
   switch (g.route()) {
     case ConvRoute::rows: return g.kw * g.cin;
     case ConvRoute::igemm: return g.cin_g();
+    case ConvRoute::dw: return w * g.cin;
     default: return 0;
   }
 }
@@ -84,8 +85,8 @@ void build_plan(const Geometry& g, int64_t h, int64_t w, int64_t* off, float* ze
   plan->ow = g.out_w(w);
   plan->n_off = plan_offsets(g, h, w);
   plan->off = plan->n_off ? off : nullptr;
-  plan->zero = plan_zeros(g) ? zero : nullptr;
-  if (plan->zero) std::memset(zero, 0, static_cast<size_t>(plan_zeros(g)) * sizeof(float));
+  plan->zero = plan_zeros(g, w) ? zero : nullptr;
+  if (plan->zero) std::memset(zero, 0, static_cast<size_t>(plan_zeros(g, w)) * sizeof(float));
   if (!plan->off) return;
   const bool rows = g.route() == ConvRoute::rows;
   int64_t* o = off;

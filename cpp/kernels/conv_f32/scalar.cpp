@@ -45,26 +45,31 @@ void gemm_tile(const ConvTile& t, int mr, int np) {
     }
 }
 
-void dw_row(const DwRow& d) {
+void dw_rows(const DwRows& d) {
   const int64_t n = d.c1 - d.c0;
   float acc[convf::kDwC];
-  for (int64_t ox = 0; ox < d.out_w; ++ox) {
-    for (int64_t cb = 0; cb < n; cb += convf::kDwC) {
-      const int64_t c0 = d.c0 + cb, nc = n - cb < convf::kDwC ? n - cb : convf::kDwC;
-      for (int64_t j = 0; j < nc; ++j) acc[j] = d.bias ? d.bias[c0 + j] : 0.0f;
-      for (int64_t ky = 0; ky < d.kh; ++ky) {
-        if (!d.rows[ky]) continue;
-        for (int64_t kx = 0; kx < d.kw; ++kx) {
-          const int64_t ix = ox * d.sw - d.pl + kx * d.dw;
-          if (ix < 0 || ix >= d.in_w) continue;
-          const float* xr = d.rows[ky] + ix * d.c + c0;
-          const float* wr = d.w + (ky * d.kw + kx) * d.cp + c0;
-          for (int64_t j = 0; j < nc; ++j) acc[j] += xr[j] * wr[j];
+  for (int64_t j = 0; j < d.nrows; ++j) {
+    const float* const* rows = d.rows + j * d.sh;
+    float* out = d.out + j * d.out_w * d.c;
+    const float* res = d.res ? d.res + j * d.out_w * d.c : nullptr;
+    for (int64_t ox = 0; ox < d.out_w; ++ox) {
+      for (int64_t cb = 0; cb < n; cb += convf::kDwC) {
+        const int64_t c0 = d.c0 + cb, nc = n - cb < convf::kDwC ? n - cb : convf::kDwC;
+        for (int64_t i = 0; i < nc; ++i) acc[i] = d.bias ? d.bias[c0 + i] : 0.0f;
+        for (int64_t ky = 0; ky < d.kh; ++ky) {
+          const float* row = rows[ky * d.dh];
+          for (int64_t kx = 0; kx < d.kw; ++kx) {
+            const int64_t ix = ox * d.sw - d.pl + kx * d.dw;
+            if (ix < 0 || ix >= d.in_w) continue;
+            const float* xr = row + ix * d.c + c0;
+            const float* wr = d.w + (ky * d.kw + kx) * d.cp + c0;
+            for (int64_t i = 0; i < nc; ++i) acc[i] += xr[i] * wr[i];
+          }
         }
+        float* o = out + ox * d.c + c0;
+        const float* rs = res ? res + ox * d.c + c0 : nullptr;
+        for (int64_t i = 0; i < nc; ++i) o[i] = convf::act_ref(rs ? acc[i] + rs[i] : acc[i], d.ep);
       }
-      float* o = d.out + ox * d.c + c0;
-      const float* rs = d.res ? d.res + ox * d.c + c0 : nullptr;
-      for (int64_t j = 0; j < nc; ++j) o[j] = convf::act_ref(rs ? acc[j] + rs[j] : acc[j], d.ep);
     }
   }
 }
@@ -75,7 +80,7 @@ void register_conv_f32(KernelTable& t) {
   t.conv_f32.gemm_tile = gemm_tile;
   t.conv_f32.np = kNP;
   t.conv_f32.mr[1] = kMR;
-  t.conv_f32.dw_row = dw_row;
+  t.conv_f32.dw_rows = dw_rows;
 }
 
 }  // namespace edgepack::scalar
