@@ -225,10 +225,39 @@ void dw_block(const DwRows& d, int64_t c, int64_t n, __m256 b) {
     };
     for (int64_t ox = 0; ox < d.ox_lo; ++ox) single(ox);
     int64_t ox = d.ox_lo;
-    if (kT > 0) {
+    if constexpr (kT > 0) {
       const float* base[KH > 0 ? KH : 1];
 #pragma GCC unroll 5
       for (int ky = 0; ky < KH; ++ky) base[ky] = rows[ky * dh] + (ox * sw - pl) * C + c;
+      if (KH == 3 && KW == 3 && kRegs && dil == 1 && sw == 1) {
+        // 3x3, stride 1: each kernel row loads its 6 input columns once for the four pixels'
+        // 12 products, one column live at a time (9 weights + 4 accumulators + 1 of 16 ymm).
+        for (; ox + 4 <= d.ox_hi; ox += 4) {
+          __m256 a0 = b, a1 = b, a2 = b, a3 = b;
+#pragma GCC unroll 3
+          for (int ky = 0; ky < 3; ++ky) {
+            const float* p = base[ky];
+            const __m256 w0 = wv[ky * 3], w1 = wv[ky * 3 + 1], w2 = wv[ky * 3 + 2];
+            __m256 v = ld(p);
+            a0 = _mm256_fmadd_ps(v, w0, a0);
+            v = ld(p + C);
+            a0 = _mm256_fmadd_ps(v, w1, a0), a1 = _mm256_fmadd_ps(v, w0, a1);
+            v = ld(p + 2 * C);
+            a0 = _mm256_fmadd_ps(v, w2, a0), a1 = _mm256_fmadd_ps(v, w1, a1), a2 = _mm256_fmadd_ps(v, w0, a2);
+            v = ld(p + 3 * C);
+            a1 = _mm256_fmadd_ps(v, w2, a1), a2 = _mm256_fmadd_ps(v, w1, a2), a3 = _mm256_fmadd_ps(v, w0, a3);
+            v = ld(p + 4 * C);
+            a2 = _mm256_fmadd_ps(v, w2, a2), a3 = _mm256_fmadd_ps(v, w1, a3);
+            v = ld(p + 5 * C);
+            a3 = _mm256_fmadd_ps(v, w2, a3);
+            base[ky] = p + 4 * C;
+          }
+          store(ox, a0);
+          store(ox + 1, a1);
+          store(ox + 2, a2);
+          store(ox + 3, a3);
+        }
+      }
       for (; ox + 4 <= d.ox_hi; ox += 4) {
         __m256 a0 = b, a1 = b, a2 = b, a3 = b;
 #pragma GCC unroll 5
