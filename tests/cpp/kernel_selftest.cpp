@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
   selftest::check_gemm(suite);
   selftest::check_spmm(suite);
   selftest::check_conv(suite);
+  selftest::check_conv_f32(suite);
 
   std::printf("%d lines, %d failed%s\n", suite.lines, suite.failures, detect_errors ? ", detection mismatch" : "");
   if (detect_errors) return 2;

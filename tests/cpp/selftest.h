@@ -77,5 +77,6 @@ void check_quantize(Suite& s);
 void check_gemm(Suite& s);
 void check_spmm(Suite& s);
 void check_conv(Suite& s);
+void check_conv_f32(Suite& s);
 
 }  // namespace selftest
