@@ -218,7 +218,7 @@ def read_idx(path):
 
 
 def fmnist_cnn(rng, c=(32, 64, 128)):
-    """conv-BN-relu, a strided conv, a residual block, a strided conv, GAP, Gemm: a Graph built
+    """conv-BN-relu, a strided conv, a residual block, a strided conv, Flatten, Gemm: a Graph built
     directly from nodes (what from_onnx would give for the same PyTorch model)."""
     def he(*s):
         return (rng.standard_normal(s) * np.sqrt(2.0 / np.prod(s[1:]))).astype(np.float32)
@@ -228,7 +228,7 @@ def fmnist_cnn(rng, c=(32, 64, 128)):
          "w2": he(c2, c1, 3, 3), "c2": np.zeros(c2, np.float32),
          "w3": he(c2, c2, 3, 3), "c3": np.zeros(c2, np.float32), "w4": he(c2, c2, 3, 3), "c4": np.zeros(c2, np.float32),
          "w5": he(c3, c2, 3, 3), "c5": np.zeros(c3, np.float32),
-         "fc": he(10, c3), "fcb": np.zeros(10, np.float32)}
+         "fc": he(10, c3 * 49), "fcb": np.zeros(10, np.float32)}
     pads = {"pads": [1, 1, 1, 1]}
     nodes = [Node("Conv", ["x", "w1"], ["a1"], pads, "conv1"),
              Node("BatchNormalization", ["a1", "g1", "b1", "m1", "v1"], ["n1"], {}, "bn1"),
@@ -242,8 +242,7 @@ def fmnist_cnn(rng, c=(32, 64, 128)):
              Node("Relu", ["s4"], ["r4"], {}, "relu4"),
              Node("Conv", ["r4", "w5", "c5"], ["a5"], dict(pads, strides=[2, 2]), "conv5"),
              Node("Relu", ["a5"], ["r5"], {}, "relu5"),
-             Node("GlobalAveragePool", ["r5"], ["gp"], {}, "gap"),
-             Node("Flatten", ["gp"], ["f"], {}, "flatten"),
+             Node("Flatten", ["r5"], ["f"], {}, "flatten"),
              Node("Gemm", ["f", "fc", "fcb"], ["y"], {"transB": 1}, "fc")]
     return edgepack.nn.Graph(nodes, [{"name": "x", "dtype": "float32", "shape": ["N", 1, 28, 28]}], ["y"], p, 17,
                              "fmnist_cnn")
