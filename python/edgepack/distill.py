@@ -121,7 +121,10 @@ def distill(teacher, student, X, y=None, *, temperature: float = 4.0, alpha: flo
         return distill_graph(teacher, student, X, y, temperature=temperature, alpha=alpha, epochs=epochs,
                              batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                              validation=validation, seed=seed, progress=progress, hidden=hidden,
-                             hidden_weight=hidden_weight, teacher_batch_size=teacher_batch_size,
+                             hidden_weight=hidden_weight,
+                             # a graph's first run at a new batch size keeps every intermediate
+                             # value (the executor's plan-building run): keep teacher batches small
+                             teacher_batch_size=min(teacher_batch_size, 16),
                              max_cached_bytes=max_cached_bytes, **graph_kw)
     if graph_kw:
         raise TypeError(f"distill() got unexpected keyword arguments {sorted(graph_kw)} (they apply to graphs)")

@@ -362,7 +362,7 @@ class _Projection:
 def distill_graph(teacher, student: Graph, X, y=None, *, temperature: float = 4.0, alpha: float = 0.9,
                   epochs: int = 10, batch_size: int = 32, optimizer: str = "adam", lr: float = 1e-3,
                   weight_decay: float = 0.0, validation=None, seed=None, progress: bool = True, hidden=None,
-                  hidden_weight: float = 0.1, teacher_batch_size: int = 64, max_cached_bytes: int = 1 << 30,
+                  hidden_weight: float = 0.1, teacher_batch_size: int = 16, max_cached_bytes: int = 1 << 30,
                   soft_loss: str = "kd", loss="cross_entropy", output: str | None = None,
                   teacher_output: str | None = None, trainable=None, masks=None, batchnorm: str = "train",
                   steps_per_epoch: int | None = None, callback=None) -> dict:
