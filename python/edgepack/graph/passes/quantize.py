@@ -1,97 +1,114 @@
-"""Post-training int8 quantization of a :class:`~edgepack.graph.ir.Graph`.
+"""Post-training int8 quantization of a :class:`~edgepack.graph.ir.Graph`: the one implementation
+behind :func:`edgepack.quantize`, for imported graphs and (lowered with
+:func:`edgepack.graph.from_module`) hand-built module trees alike.
 
-The pipeline, one small step each:
+The pipeline, one pass module each:
 
-1. fold (constants, BatchNorm into the Conv/Gemm before it: done at import, repeated here);
-2. find targets (:mod:`.targets`): Conv (1-D and 2-D), Gemm and MatMul with constant weights, with
-   the bias Add and the activation fused into them;
-3. calibrate: run the float graph on the calibration data once, observing every target's input
-   (static activations only);
-4. convert: each target becomes an ``edgepack.Layer`` node running a
+1. fold (:func:`~edgepack.graph.passes.simplify`): constants, BatchNorm into the Conv/Gemm before
+   it (done at import, repeated here for lowered module trees);
+2. place and fuse (:mod:`.targets`): Conv (1-D and 2-D), Gemm and MatMul with constant weights,
+   with the bias Add and the activation fused into them; pruned layers in ``edgepack.Layer`` nodes;
+3. calibrate (:mod:`.calibrate`): run the float graph on the calibration data once, observing
+   every target's input (static activations only);
+4. convert (:mod:`.convert`): each target becomes an ``edgepack.Layer`` node running a
    :class:`~edgepack.nn.quantized.QLinear` or :class:`~edgepack.nn.quantized.QConv2d` (per-channel
    int8 weights; dynamic per-row or calibrated static uint8 activations; the activation in the
-   int8 epilogue) — the same layers and kernels as a hand-built model;
-5. report: per-node SQNR (the node alone on the float input) and cumulative SQNR, the
-   ``keep_float_below_db`` rule, and the accuracy-aware mode that keeps the fewest nodes float
-   needed to hold a metric within ``max_drop``.
+   int8 epilogue), a pruned layer its int8 sparse form: the same layers and kernels as a
+   hand-built model;
+5. keep float (:mod:`.keep_float`): the ``keep_float_below_db`` rule, the accuracy-aware mode;
+6. report (:mod:`.report`): per-node SQNR (the node alone on the float input), cumulative SQNR.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import dataclasses
 
-import numpy as np
-
-from ...nn.quantized import QConv2d, QLinear
-from ...ptq.observers import make_observer, sqnr_db
-from ...ptq.report import LayerReport, QuantizationReport
+from ...ptq.report import QuantizationReport
 from ..ir import Graph
-from ..ops.layer import layer_node
-from .targets import Target, find_targets
+from .calibrate import calibrate, feed_batches, report_feeds
+from .convert import apply_layers, int8_layers, is_sparse
+from .keep_float import accuracy_search, below_db, scorer
+from .report import cumulative_sqnr, float_values, layer_rows, own_sqnr
+from .targets import Target, find_sparse_targets, find_targets
 
-__all__ = ["quantize_graph", "feed_batches", "apply_layers"]
+__all__ = ["quantize_graph", "prepare", "run_quantize", "Quantized", "feed_batches", "apply_layers"]
 
 _CHUNK = 64        # rows per calibration forward pass of an array calibration set
 _REPORT_ROWS = 256
 
 
-def feed_batches(graph: Graph, data, chunk: int = _CHUNK) -> Iterable[dict]:
-    """Calibration/report data as feed dicts: an array (one-input graph; split into chunks of
-    rows), a dict of arrays (split the same way), or an iterable of arrays or dicts."""
-    names = graph.input_names
-    if data is None:
-        return
-    if isinstance(data, np.ndarray) or isinstance(data, dict):
-        d = {names[0]: data} if isinstance(data, np.ndarray) else dict(data)
-        if isinstance(data, np.ndarray) and len(names) != 1:
-            raise ValueError(f"the graph has inputs {names}: calibration must be dicts of arrays")
-        n = {np.shape(v)[0] for v in d.values() if np.ndim(v)}
-        if len(n) != 1 or 0 in n:
-            raise ValueError(f"calibration arrays must share a non-empty batch axis; got {sorted(n)}")
-        rows = n.pop()
-        for s in range(0, rows, chunk):
-            yield {k: np.asarray(v)[s:s + chunk] for k, v in d.items()}
-        return
-    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise TypeError(f"calibration must be an array, a dict of arrays or an iterable of them; "
-                        f"got {type(data).__name__}")
-    for i, b in enumerate(data):
-        if isinstance(b, dict):
-            yield b
-        elif len(names) == 1:
-            yield {names[0]: np.asarray(b)}
-        else:
-            raise TypeError(f"calibration batch {i}: the graph has inputs {names}; give dicts")
+def prepare(graph: Graph) -> tuple[Graph, list[Target]]:
+    """(folded graph, targets in node order): steps 1 and 2 of the pipeline."""
+    from . import simplify
+
+    g = simplify(graph)
+    targets = sorted(find_targets(g) + find_sparse_targets(g), key=lambda t: t.index)
+    return g, targets
 
 
-def _first(graph, data):
-    for f in feed_batches(graph, data, _REPORT_ROWS):
-        return f
-    return None
+@dataclasses.dataclass
+class Quantized:
+    """What :func:`run_quantize` made: the graph, the report rows and measurements."""
+
+    graph: Graph
+    rows: list
+    layers: dict
+    notes: dict
+    output_sqnr_db: float | None
+    batch_rows: int
 
 
-def _apply(layer, x, conv1d: bool):
-    if conv1d:
-        y = layer(x[:, :, None, :])
-        return y.reshape(y.shape[0], y.shape[1], y.shape[3])
-    return layer(x)
+def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights: str, activations: str,
+                 method: str, percentile: float, keep_float_below_db: float | None, calibration,
+                 report_batch, accuracy=None, max_drop: float = 0.01, chunk: int = _CHUNK,
+                 report_rows: int = _REPORT_ROWS, wrap=None) -> Quantized:
+    """Steps 3 to 6 on a prepared graph (see :func:`prepare`).
 
+    ``skipped`` holds target indices kept float; ``chunk`` is the rows per calibration pass of
+    array data and ``report_rows`` the rows of an array calibration set the report measures on;
+    ``wrap(graph)`` turns a graph into the model a callable ``accuracy`` scores.  The other
+    parameters are :func:`edgepack.quantize`'s.
+    """
+    if keep_float_below_db is not None and calibration is None and report_batch is None:
+        raise ValueError("keep_float_below_db needs data to measure SQNR: pass calibration= or report_batch=")
+    active = [t for t in targets if t.index not in skipped]
 
-def apply_layers(graph: Graph, targets: list[Target], layers: dict[int, object]) -> Graph:
-    """A new graph where each target in ``layers`` (by target node index) is replaced by one
-    ``edgepack.Layer`` node running that layer, its fused nodes removed."""
-    params = dict(graph.params)
-    drop = set()
-    repl = {}
-    for t in targets:
-        if t.index in layers:
-            drop.update(t.fused)
-            repl[t.index] = layer_node(layers[t.index], t.x, t.out, t.name or f"layer{t.index}", params,
-                                       conv1d=t.conv1d)
-    nodes = [repl.get(i, n) for i, n in enumerate(graph.nodes) if i not in drop]
-    from .cleanup import eliminate_dead
+    # -- calibrate (static activations; pruned layers always run dynamic) --------------------------
+    qparams, first = {}, None
+    if activations == "static":
+        qparams, first = calibrate(g, [t for t in active if not is_sparse(t)], calibration, method=method,
+                                   percentile=percentile, chunk=chunk)
 
-    return eliminate_dead(graph.copy(nodes=nodes, params=params))
+    # -- convert ------------------------------------------------------------------------------------
+    layers = int8_layers(active, weights=weights, activations=activations, qparams=qparams)
+
+    # -- per-node SQNR on the report batch; which stay float ----------------------------------------
+    feeds = report_feeds(g, calibration, report_batch, report_rows, first)
+    own, f_vals = {}, {}
+    if feeds is not None:
+        f_vals = float_values(g, feeds, targets)
+        own = own_sqnr(f_vals, active, layers)
+    status = {t.index: "float (skip)" if t.index in skipped else "int8 sparse" if is_sparse(t) else "int8"
+              for t in targets}
+    below_db(status, own, keep_float_below_db)
+
+    def build(st):
+        return apply_layers(g, targets, {i: layers[i] for i, s in st.items() if s.startswith("int8")})
+
+    notes = {}
+    if accuracy is not None:
+        qg, notes = accuracy_search(g, build, status, own, scorer(accuracy, wrap), max_drop,
+                                    {t.index: g.nodes[t.index].name for t in targets})
+    else:
+        qg = build(status)
+
+    # -- report ---------------------------------------------------------------------------------------
+    cum, out_sqnr = {}, None
+    if feeds is not None:
+        cum, out_sqnr = cumulative_sqnr(qg, feeds, targets, f_vals, g.outputs)
+    rows = layer_rows(targets, status, layers, own, cum)
+    batch = 0 if feeds is None else int(next(iter(feeds.values())).shape[0])
+    return Quantized(qg, rows, layers, notes, out_sqnr, batch)
 
 
 def _skip_set(skip, targets: list[Target]) -> set[int]:
@@ -119,153 +136,35 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
                    accuracy=None, max_drop: float = 0.01) -> Graph:
     """The graph form of :func:`edgepack.quantize` (see there for the parameters).
 
+    ``skip`` takes node names or op types ("Conv", "Gemm", "MatMul", "SparseLinear", ...).
     ``accuracy`` is ``(metric, X, y)`` — ``metric(outputs, y) -> float``, higher is better, with
     ``outputs`` the graph's (first) output on ``X`` — or a callable ``score(graph) -> float``.
     With it, when the all-int8 graph loses more than ``max_drop``, each int8 node's sensitivity is
     measured (the score of the int8 graph with only that node float) and the most sensitive nodes
     are put back to float one by one until the score is within ``max_drop`` of the float graph's;
     ``report.settings["accuracy"]`` says which were kept, their measured gain and the scores.
-    """
-    from . import simplify
 
-    g = simplify(graph)
-    targets = find_targets(g)
+    Returns
+    -------
+    Graph
+        A new graph (the input is untouched) whose converted nodes are ``edgepack.Layer`` nodes;
+        ``.report`` is the :class:`~edgepack.ptq.report.QuantizationReport`.
+    """
+    g, targets = prepare(graph)
     skipped = _skip_set(skip, targets)
-    active = [t for t in targets if t.index not in skipped]
     if activations == "static" and calibration is None:
         raise ValueError("activations='static' needs calibration data (an array, a dict of arrays or an "
                          "iterable of them); use activations='dynamic' to quantize without it")
-
-    # -- calibrate ----------------------------------------------------------------------------------
-    observers = {}
-    if activations == "static":
-        observers = {t.index: make_observer(method, percentile) for t in active}
-        xs = sorted({t.x for t in active})
-        by_x: dict[str, list[int]] = {}
-        for t in active:
-            by_x.setdefault(t.x, []).append(t.index)
-        seen = 0
-        for feeds in feed_batches(g, calibration):
-            vals = g.run(feeds, outputs=xs)
-            for x, idxs in by_x.items():
-                for i in idxs:
-                    observers[i].update(vals[x])
-            seen += 1
-        if seen == 0:
-            raise ValueError("calibration is empty: static activations need at least one batch")
-
-    # -- convert ------------------------------------------------------------------------------------
-    qlayers = {}
-    for t in active:
-        kw = {"weights": weights, "activations": activations, "activation": t.activation}
-        if activations == "static":
-            s, z = observers[t.index].qparams()
-            kw.update(x_scale=s, x_zero_point=z)
-        cls = QLinear if t.op in ("Gemm", "MatMul") else QConv2d
-        qlayers[t.index] = cls.from_float(t.layer, **kw)
-
-    # -- per-node SQNR on the report batch ----------------------------------------------------------
-    feeds_r = _first(g, report_batch if report_batch is not None else calibration)
-    own_sqnr: dict[int, float] = {}
-    f_out: dict[str, np.ndarray] = {}
-    if feeds_r is not None:
-        names = sorted({t.x for t in targets} | {t.out for t in targets} | set(g.outputs))
-        f_vals = g.run(feeds_r, outputs=names)
-        f_out = f_vals
-        for t in active:
-            own_sqnr[t.index] = sqnr_db(f_vals[t.out], _apply(qlayers[t.index], f_vals[t.x], t.conv1d))
-    if keep_float_below_db is not None and feeds_r is None:
-        raise ValueError("keep_float_below_db needs data to measure SQNR: pass calibration= or report_batch=")
-
-    status = {t.index: ("float (skip)" if t.index in skipped else "int8") for t in targets}
-    if keep_float_below_db is not None:
-        for i, s in own_sqnr.items():
-            if s < keep_float_below_db:
-                status[i] = "float (sqnr)"
-
-    def build(st):
-        return apply_layers(g, targets, {i: qlayers[i] for i, s in st.items() if s == "int8"})
-
-    qg = build(status)
-    notes = {}
-    if accuracy is not None:
-        score = _scorer(accuracy)
-        base = score(g)
-        cur = score(qg)
-        notes["float_score"] = base
-        notes["int8_score"] = cur
-        if base - cur > max_drop:
-            # Measured sensitivity: the score of the int8 graph with only that node put back to
-            # float (the gain it would bring), largest gain first; SQNR breaks ties.
-            gain = {}
-            for i in [i for i, s in status.items() if s == "int8"]:
-                trial = dict(status)
-                trial[i] = "float (accuracy)"
-                gain[i] = score(build(trial)) - cur
-            order = sorted(gain, key=lambda i: (-gain[i], own_sqnr.get(i, 0.0)))
-            notes["sensitivity"] = {g.nodes[i].name: gain[i] for i in order}
-        else:
-            order = []
-        kept = []
-        for i in order:
-            if base - cur <= max_drop:
-                break
-            status[i] = "float (accuracy)"
-            qg = build(status)
-            cur = score(qg)
-            kept.append((i, cur))
-        notes["final_score"] = cur
-        notes["kept_float"] = [{"node": g.nodes[i].name, "sqnr_db": own_sqnr.get(i), "gain": notes["sensitivity"][g.nodes[i].name],
-                                "score_after": s} for i, s in kept]
-        if base - cur > max_drop:
-            notes["warning"] = (f"even with {len(kept)} nodes float the score is {cur:.4f}, "
-                                f"{base - cur:.4f} below float ({base:.4f}); max_drop {max_drop}")
-
-    # -- report ---------------------------------------------------------------------------------------
-    cum: dict[int, float] = {}
-    out_sqnr = None
-    if feeds_r is not None:
-        outs = sorted({t.out for t in targets} | set(qg.outputs))
-        q_vals = qg.run(feeds_r, outputs=outs)
-        for t in targets:
-            cum[t.index] = sqnr_db(f_out[t.out], q_vals[t.out])
-        o = g.outputs[0]
-        if np.asarray(f_out[o]).dtype.kind == "f":
-            out_sqnr = sqnr_db(f_out[o], q_vals[o])
-    rows = []
-    for t in targets:
-        st = status[t.index]
-        ql = qlayers.get(t.index)
-        before = t.layer.nbytes()
-        rows.append(LayerReport(t.name, t.op, st, own_sqnr.get(t.index), cum.get(t.index), before,
-                                ql.nbytes() if st == "int8" and ql is not None else before,
-                                ql.kernel_path() if st == "int8" and ql is not None else "float graph op",
-                                getattr(ql, "x_scale", None), getattr(ql, "x_zero_point", None)))
+    r = run_quantize(g, targets, skipped, weights=weights, activations=activations, method=method,
+                     percentile=percentile, keep_float_below_db=keep_float_below_db, calibration=calibration,
+                     report_batch=report_batch, accuracy=accuracy, max_drop=max_drop)
     report = QuantizationReport(
-        layers=rows,
+        layers=r.rows,
         settings={"weights": weights, "activations": activations, "method": method, "percentile": percentile,
                   "keep_float_below_db": keep_float_below_db, "skip": list((skip,) if isinstance(skip, str) else skip),
-                  "accuracy": notes or None, "max_drop": max_drop if accuracy is not None else None},
-        output_sqnr_db=out_sqnr,
-        batch_rows=0 if feeds_r is None else int(next(iter(feeds_r.values())).shape[0]),
+                  "accuracy": r.notes or None, "max_drop": max_drop if accuracy is not None else None},
+        output_sqnr_db=r.output_sqnr_db,
+        batch_rows=r.batch_rows,
     )
-    object.__setattr__(qg, "report", report)
-    return qg
-
-
-def _scorer(accuracy) -> Callable[[Graph], float]:
-    if callable(accuracy):
-        return lambda gr: float(accuracy(gr))
-    try:
-        metric, x, y = accuracy
-    except (TypeError, ValueError):
-        raise TypeError("accuracy must be (metric, X, y) or a callable(graph) -> score") from None
-    if not callable(metric):
-        raise TypeError(f"accuracy[0] must be a callable metric(outputs, y); got {type(metric).__name__}")
-
-    def score(gr):
-        out = gr.predict(x, batch_size=64)
-        out = out[0] if isinstance(out, tuple) else out
-        return float(metric(out, y))
-
-    return score
+    object.__setattr__(r.graph, "report", report)
+    return r.graph

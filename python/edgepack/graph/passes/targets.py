@@ -1,5 +1,7 @@
 """Finding the layers the compression passes work on: Conv, Gemm and MatMul nodes with constant
-weights, with the bias Add and the activation that follow them.
+weights, with the bias Add and the activation that follow them (the "fuse" step of quantization:
+the activation runs in the int8 layer's epilogue, so the output quantizer sits after the whole
+group, GRAPHS.md section 7.2), and ``edgepack.Layer`` nodes running a float pruned layer.
 
 A :class:`Target` describes one such group as an equivalent float edgepack layer
 (:class:`edgepack.nn.Linear` or :class:`edgepack.nn.Conv2d`), so quantization and pruning reuse the
@@ -13,11 +15,16 @@ import dataclasses
 
 import numpy as np
 
+from ...nn.base import _skip_init
 from ...nn.layers import Conv2d, Linear
 from ..ir import Graph
 
-# activation node -> the fused-activation name the int8/sparse layers implement
-_FUSABLE = {"Relu": "relu"}
+__all__ = ["Target", "find_targets", "find_sparse_targets"]
+
+# The fused-activation name the int8/sparse layers implement for an activation node, or None.
+# Gelu: edgepack's int8 and sparse epilogues have both the erf form and the tanh form.
+_FUSABLE = {"Relu": lambda n: "relu",
+            "Gelu": lambda n: {"none": "gelu", "tanh": "gelu_tanh"}.get(str(n.attrs.get("approximate", "none")))}
 
 
 @dataclasses.dataclass
@@ -31,14 +38,14 @@ class Target:
     name : str
         That node's name (used in reports and ``skip``).
     op : str
-        "Conv", "Gemm" or "MatMul".
+        "Conv", "Gemm" or "MatMul"; for a Layer node, the class it runs ("SparseLinear", ...).
     x : str
         The value the layer reads.
     out : str
         The value the fused group writes (after the bias Add / activation, if fused).
     fused : list of int
         Indices of the nodes folded into the group (bias Add, activation).
-    layer : Linear or Conv2d
+    layer : Linear or Conv2d (or the float layer a Layer node runs)
         The float layer computing the group without its activation.
     activation : str or None
         Fused activation name ("relu", "silu"), applied after ``layer``.
@@ -95,7 +102,8 @@ def _conv_layer(n, params):
         w = w[:, :, None, :]
         strides, dil, pads = [1] + strides, [1] + dil, [0, pads[0], 0, pads[1]]
     groups = int(a.get("group", 1))
-    layer = Conv2d.from_weights(w, b, tuple(strides), (pads[0], pads[1], pads[2], pads[3]), tuple(dil), groups)
+    with _skip_init():   # from_weights builds through __init__: no random draws (they move nn.seed's stream)
+        layer = Conv2d.from_weights(w, b, tuple(strides), (pads[0], pads[1], pads[2], pads[3]), tuple(dil), groups)
     return layer, conv1d
 
 
@@ -134,8 +142,9 @@ def _activation_after(cur, uses, cons, taken):
     users = cons.get(cur, [])
     if uses.get(cur) == 1:
         j, m = users[0]
-        if m.op in _FUSABLE and m.domain in ("", "ai.onnx") and j not in taken:
-            return _FUSABLE[m.op], [j], m.outputs[0]
+        act = _FUSABLE[m.op](m) if m.op in _FUSABLE and m.domain in ("", "ai.onnx") else None
+        if act is not None and j not in taken:
+            return act, [j], m.outputs[0]
     if uses.get(cur) == 2 and len(users) == 2:
         # SiLU as exporters write it: x * Sigmoid(x)
         (j1, m1), (j2, m2) = sorted(users, key=lambda u: u[1].op != "Sigmoid")
@@ -189,4 +198,26 @@ def find_targets(graph: Graph, *, fuse_activation: bool = True) -> list[Target]:
         taken.update(t.fused)
         taken.add(i)
         out.append(t)
+    return out
+
+
+_SPARSE = ("SparseLinear", "SparseConv2d")
+
+
+def find_sparse_targets(graph: Graph) -> list[Target]:
+    """Every ``edgepack.Layer`` node running a float32 SparseLinear/SparseConv2d (a pruned layer,
+    from :func:`edgepack.prune` or a lowered module tree), as :class:`Target` groups of one node
+    whose ``layer`` is that sparse layer (its activation is already inside it)."""
+    from ..ops.layer import build_layer
+    from ..registry import EDGEPACK_DOMAIN
+
+    out = []
+    for i, n in enumerate(graph.nodes):
+        if n.op != "Layer" or n.domain != EDGEPACK_DOMAIN or n.attrs.get("class") not in _SPARSE:
+            continue
+        layer = build_layer(n, [graph.params.get(v) for v in n.inputs])
+        if layer.dtype != "float32":
+            continue
+        out.append(Target(i, n.name, n.attrs["class"], n.inputs[0], n.outputs[0], [], layer, None,
+                          bool(n.attrs.get("conv1d", 0))))
     return out
