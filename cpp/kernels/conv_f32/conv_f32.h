@@ -114,7 +114,7 @@ struct DwRows {
   float* out = nullptr;         // output rows
   convf::Epilogue ep;
 };
-using DwRowsFn = void (*)(const DwRows& r);
+using DwRowsF32Fn = void (*)(const DwRows& r);
 
 constexpr int kMaxNP = 4;
 struct ConvF32Ops {
@@ -123,7 +123,7 @@ struct ConvF32Ops {
   // output pixels per tile (more rows when fewer panels keep the accumulator count up).
   int32_t np = 1;
   int32_t mr[kMaxNP + 1] = {0, 1, 1, 1, 1};
-  DwRowsFn dw_rows = nullptr;
+  DwRowsF32Fn dw_rows = nullptr;
 };
 
 // ---- driver (cpp/kernels/conv_f32/driver.cpp, pack.cpp): baseline code, used by the bindings ----
