@@ -21,6 +21,7 @@ commands:
   eval MODEL --data X.npy --labels y.npy
   bench SUITE|MODEL             SUITE is one of: {suites}; MODEL benchmarks a saved model
   report MODEL... --plot out.png
+  batch MODEL --input GLOB --output DIR   run a model over sharded data (local, Dask or Ray)
   cpu                           detected CPU features, kernel paths and threads
 
 'edgepack <command> --help' shows a command's options.
@@ -33,6 +34,7 @@ COMMANDS = {
     "eval": ("edgepack._cli_model", "eval_main"),
     "demo": ("edgepack._cli_demo", "demo_main"),
     "report": ("edgepack._cli_demo", "report_main"),
+    "batch": ("edgepack._cli_batch", "batch_main"),
 }
 
 

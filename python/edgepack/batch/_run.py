@@ -70,6 +70,7 @@ class RunReport:
     threads_per_worker: int
     output: str
     manifest: str
+    details: list = field(default_factory=list, repr=False)  # per shard done: pid, seconds, threads
 
     @property
     def rows_per_s(self) -> float:
@@ -225,6 +226,16 @@ class _Progress:
 # run
 
 
+def make_tasks(shards, ref: ModelRef, source, sink, *, batch_size: int = 256, on_error: str = "raise",
+               threads: int | None = 1) -> list[dict]:
+    """The task dicts sent to the workers, one per shard: paths, the model reference and options
+    (a few hundred bytes each; no data, no model)."""
+    return [{"index": s.index, "path": s.path, "rows": s.rows, "first_row": s.first_row,
+             "shard_id": s.shard_id, "output": s.output, "model": ref.to_dict(), "source": source.spec(),
+             "sink": sink.spec(), "batch_size": batch_size, "on_error": on_error, "threads": threads}
+            for s in shards]
+
+
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -358,10 +369,8 @@ def run(model, source, sink, *, backend="local", workers: int | None = None, thr
             if os.path.exists(errs):
                 os.unlink(errs)  # a fresh attempt writes its own
 
-    tasks = [{"index": s.index, "path": s.path, "rows": s.rows, "first_row": s.first_row,
-              "shard_id": s.shard_id, "output": s.output, "model": ref.to_dict(), "source": source.spec(),
-              "sink": sink.spec(), "batch_size": batch_size, "on_error": on_error,
-              "threads": threads_per_worker} for s in todo]
+    tasks = make_tasks(todo, ref, source, sink, batch_size=batch_size, on_error=on_error,
+                       threads=threads_per_worker)
     prog = _Progress(progress, len(todo), sum(s.rows for s in todo), f"edgepack batch ({name})")
     results: dict[int, dict] = {}
 
@@ -410,7 +419,8 @@ def run(model, source, sink, *, backend="local", workers: int | None = None, thr
     return RunReport(shards=len(shards), done=len(results), skipped=len(committed), retried=stats["retried"],
                      rows=sum(r["rows"] for r in results.values()), total_rows=total_rows, errors=total_errors,
                      seconds=time.perf_counter() - t0, backend=name, workers=stats["workers"],
-                     threads_per_worker=threads_per_worker, output=sink.directory, manifest=manifest)
+                     threads_per_worker=threads_per_worker, output=sink.directory, manifest=manifest,
+                     details=[results[i] for i in sorted(results)])
 
 
 def _write_json(path: str, obj) -> None:

@@ -110,7 +110,8 @@ def process_shard(task: dict) -> dict:
 
     Returns
     -------
-    dict: ``index``, ``rows`` (written), ``errors`` (rows skipped), ``seconds``, ``pid``.
+    dict: ``index``, ``rows`` (written), ``errors`` (rows skipped), ``seconds``, ``pid``,
+    ``threads`` (this worker's kernel threads), ``model_loads`` (models this process loaded).
 
     Raises
     ------
@@ -157,8 +158,12 @@ def process_shard(task: dict) -> dict:
     _io.write_output(task["sink"], output, ids, values, info, hit)
     if hit:
         hit("done")
+    from .. import get_num_threads
+    from ._model import LOADS
+
     return {"index": task["index"], "rows": int(len(ids)), "errors": len(bad),
-            "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+            "seconds": time.perf_counter() - t0, "pid": os.getpid(), "threads": get_num_threads(),
+            "model_loads": LOADS["count"]}
 
 
 def _run_text(runner, texts: list, bad: dict, fail, batch_size: int, hit) -> np.ndarray:
