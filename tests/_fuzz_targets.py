@@ -263,11 +263,29 @@ def _seed_onnx() -> list[bytes]:
         [init("cw", (3, 2, 3, 3)), init("cb", (3,)), init("s", (3,)), init("bb", (3,)), init("mu", (3,)),
          numpy_helper.from_array(np.abs(rng.standard_normal(3)).astype(np.float32) + 0.5, "var"),
          init("w", (2, 12)), init("b", (2,))], [1, 2, 4, 4], [1, 2]))
+    # a graph: residual Add, a shape subgraph (Shape -> Gather -> Unsqueeze -> Concat -> Reshape),
+    # sizes read from tensors (ConstantOfShape, Expand, Tile, Range, Pad, Slice): what a hostile
+    # graph turns into huge allocations
+    i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.int64), name)  # noqa: E731
+    _SEED_ONNX.append(model(
+        [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+         helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Add", ["r", "x"], ["a"]),
+         helper.make_node("Shape", ["a"], ["sh"]), helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
+         helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]), helper.make_node("Concat", ["n1", "m1"], ["ns"], axis=0),
+         helper.make_node("Reshape", ["a", "ns"], ["f"]),
+         helper.make_node("ConstantOfShape", ["cs"], ["z"]), helper.make_node("Expand", ["z", "es"], ["ze"]),
+         helper.make_node("Tile", ["ze", "reps"], ["zt"]), helper.make_node("Range", ["r0", "r1", "r2"], ["rg"]),
+         helper.make_node("Pad", ["f", "pads"], ["fp"]), helper.make_node("Slice", ["fp", "st", "en"], ["fs"]),
+         helper.make_node("Add", ["fs", "zt"], ["y"])],
+        [init("cw", (2, 2, 3, 3)), init("cb", (2,)), i64("zero", 0), i64("ax0", [0]), i64("m1", [-1]),
+         i64("cs", [1, 32]), i64("es", [1, 32]), i64("reps", [1, 1]), i64("r0", 0), i64("r1", 4), i64("r2", 1),
+         i64("pads", [0, 0, 0, 0]), i64("st", [0]), i64("en", [32])], [1, 2, 4, 4], [1, 32]))
     return _SEED_ONNX
 
 
 def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
     import onnx
+    from onnx import numpy_helper
 
     m = onnx.ModelProto()
     m.ParseFromString(raw)
@@ -288,6 +306,15 @@ def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
                 node.attribute.append(onnx.helper.make_attribute(
                     c.pick(["axis", "transA", "transB", "group", "dilations", "strides", "pads", "epsilon"]),
                     c.pick([0, 1, -3, [2, 2], [0, 0, 0, 0], [1], 1e-3])))
+        elif op == 1 and g.initializer and c.int(3) == 0:
+            # a size-carrying int64 tensor given a hostile value: huge, negative, zero
+            ints = [t for t in g.initializer if t.data_type == onnx.TensorProto.INT64]
+            if ints:
+                t = c.pick(ints)
+                arr = numpy_helper.to_array(t).copy().reshape(-1)
+                if arr.size:
+                    arr[c.int(arr.size)] = c.pick([0, -1, -(2**40), 2**40, 2**62, 10**6, 3])
+                    t.CopyFrom(numpy_helper.from_array(arr.reshape(numpy_helper.to_array(t).shape), t.name))
         elif op == 1 and g.initializer:
             t = c.pick(list(g.initializer))
             if t.dims:
@@ -305,11 +332,16 @@ def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
         elif op == 3 and g.node:
             node = c.pick(list(g.node))
             node.op_type = c.pick(["Relu", "Gemm", "MatMul", "Add", "Conv", "Flatten", "Gelu", "Softmax", "Custom",
-                                   "Reshape", "Constant", "Dropout", "Identity", "BatchNormalization"])
+                                   "Reshape", "Constant", "Dropout", "Identity", "BatchNormalization", "Shape",
+                                   "ConstantOfShape", "Expand", "Tile", "Range", "Gather", "Concat", "Slice", "Pad",
+                                   "Resize", "LSTM", "Transpose", "Split", "Where", "Cast", "ReduceMean",
+                                   "Unsqueeze", "Squeeze", "TopK", "NonZero", "OneHot", "QuantizeLinear",
+                                   "DequantizeLinear", "ConvTranspose", "Einsum"])
         elif op == 4 and g.node:
             node = c.pick(list(g.node))
             if node.input:
-                node.input[c.int(len(node.input))] = c.pick(["x", "y", "h", "missing", "", "w1", "cw"])
+                node.input[c.int(len(node.input))] = c.pick(["x", "y", "h", "missing", "", "w1", "cw", "cs", "es",
+                                                             "reps", "r1", "pads", "sh", "ns", "zero"])
             else:
                 node.input.append("x")
         elif op == 5 and len(g.node) > 1:
@@ -336,7 +368,7 @@ def target_onnx(data: bytes, tmpdir: str) -> None:
         model = edgepack.from_onnx(path)
     except ValueError:
         return  # documented: invalid ONNX, unsupported op/attribute/graph shape
-    x = np.ones([(2, 6), (1, 2, 4, 4)][k], np.float32)
+    x = np.ones([(2, 6), (1, 2, 4, 4), (1, 2, 4, 4)][k], np.float32)
     try:
         model(x)
     except (ValueError, TypeError):

@@ -109,7 +109,6 @@ class Program:
         if missing or extra:
             raise ValueError(f"graph inputs are {names}; missing {missing}, unexpected {extra}")
         arrays = []
-        dims: dict[str, tuple[str, int]] = {}
         for name, dt, shape in zip(names, self._in_dtypes, self._in_shapes):
             a = feeds[name]
             if not isinstance(a, np.ndarray):
@@ -130,11 +129,6 @@ class Program:
                 for ax, (want, got) in enumerate(zip(shape, a.shape)):
                     if isinstance(want, int) and want > 0 and want != got:
                         raise ValueError(f"graph input {name!r}: dimension {ax} must be {want}; got shape {a.shape}")
-                    if isinstance(want, str) and want:
-                        seen = dims.setdefault(want, (name, got))
-                        if seen[1] != got:
-                            raise ValueError(f"graph input {name!r}: dimension {ax} ({want!r}) is {got} but it "
-                                             f"is {seen[1]} in input {seen[0]!r}")
             arrays.append(a)
         return arrays
 

@@ -142,7 +142,7 @@ class Graph(Module):
         In topological order (every input is a graph input, a parameter or an earlier output).
     inputs : list of str or dict
         Graph inputs: names, or ``{"name", "dtype", "shape"}`` with shape entries int (fixed),
-        str (symbolic, e.g. ``"batch"``: equal names must agree within a call) or None.
+        str (symbolic, e.g. ``"batch"``: any size; equal names are not checked, as in onnxruntime) or None.
     outputs : list of str
         Names of the values returned.
     params : dict of str -> ndarray
@@ -162,7 +162,8 @@ class Graph(Module):
         self.nodes = list(nodes)
         self.inputs = [_spec(i, "Graph") for i in inputs]
         self.outputs = [str(o) for o in outputs]
-        self.params = {str(k): np.ascontiguousarray(v) for k, v in (params or {}).items()}
+        # np.asarray(order="C"), not ascontiguousarray: that turns a 0-d scalar into shape (1,)
+        self.params = {str(k): np.asarray(v, order="C") for k, v in (params or {}).items()}
         self.opset = int(opset)
         self.name = str(name)
         self.metadata = dict(metadata or {})

@@ -159,26 +159,49 @@ def _receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow):
 
 
 def _depthwise(xp, weight, oh, ow, sh, sw, dh, dw):
-    n, c = xp.shape[:2]
+    n, c, hp, wp = xp.shape
     o, _, kh, kw = weight.shape
     m = o // c  # depth multiplier: output channel c*m + k reads input channel c
-    wr = weight.reshape(c, m, kh, kw)
-    taps = [(i, j, wr[:, :, i, j].reshape(1, c, m, 1, 1)) for i in range(kh) for j in range(kw)]
-    y = np.empty((n, c, m, oh, ow), dtype=np.float32)
-    # Work on batch chunks of ~512 KiB of output so the accumulator and the product stay in
-    # cache across the kh*kw passes (about 1.6x faster than whole-batch passes).
-    nb = max(1, (1 << 19) // max(1, c * m * oh * ow * 4))
-    for s in range(0, n, nb):
-        xs = xp[s:s + nb, :, None]
-        ys = y[s:s + nb]
-        tmp = np.empty_like(ys)
-        for t, (i, j, wt) in enumerate(taps):
-            sl = xs[:, :, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
-            if t == 0:
-                np.multiply(sl, wt, out=ys)
-            else:
-                np.multiply(sl, wt, out=tmp)
-                ys += tmp
+    wr = weight.reshape(c, m, kh * kw)
+    # Each tap is one multiply-add over a long contiguous run: a padded image row-major in
+    # memory, read from tap offset (i*dh)*wp + j*dw, lines up with the output rows if every
+    # output row is computed wp wide (the extra wp - ow columns are discarded).  Strides split
+    # the input into sh*sw phase planes first (one copy), in which every tap reads with stride 1.
+    # Inner loops then run over ~oh*wp elements instead of ow, about 3x faster on 112x112
+    # layers; each element still sums its taps in the same order, so results are unchanged.
+    if sh == sw == 1:
+        hq, wq = hp, wp
+        planes = xp.reshape(1, 1, n, c, hp * wp)
+    else:
+        hq, wq = -(-hp // sh), -(-wp // sw)
+        planes = np.zeros((sh, sw, n, c, hq, wq), dtype=xp.dtype)
+        for a in range(sh):
+            for b in range(sw):
+                src = xp[:, :, a::sh, b::sw]
+                planes[a, b, :, :, :src.shape[2], :src.shape[3]] = src
+        planes = planes.reshape(sh, sw, n, c, hq * wq)
+    length = (oh - 1) * wq + ow     # the last output row needs only ow columns
+    taps = [(i * kw + j, (i * dh) % sh, (j * dw) % sw, ((i * dh) // sh) * wq + (j * dw) // sw)
+            for i in range(kh) for j in range(kw)]
+    y = np.empty((n, c, m, oh, ow), dtype=xp.dtype)  # the input's float dtype (float32 for the layers)
+    # Channel chunks of ~256 KiB of output keep the accumulator and the product in cache
+    # across the kh*kw passes.
+    cc = max(1, min(c, (1 << 16) // max(1, m * oh * wq)))
+    acc = np.empty((cc, m, oh * wq), dtype=xp.dtype)
+    tmp = np.empty((cc, m, length), dtype=xp.dtype)
+    for b in range(n):
+        for c0 in range(0, c, cc):
+            k = min(c, c0 + cc) - c0
+            acc_k, tmp_k = acc[:k, :, :length], tmp[:k]
+            for t, (tap, pa, pb, off) in enumerate(taps):
+                src = planes[pa, pb, b, c0:c0 + k, None, off:off + length]
+                wt = wr[c0:c0 + k, :, tap, None]
+                if t == 0:
+                    np.multiply(src, wt, out=acc_k)
+                else:
+                    np.multiply(src, wt, out=tmp_k)
+                    acc_k += tmp_k
+            y[b, c0:c0 + k] = acc[:k].reshape(k, m, oh, wq)[..., :ow]
     return y.reshape(n, o, oh, ow)
 
 

@@ -82,8 +82,15 @@ def _skip_matcher(skip, names: list[str]):
 
 def quantize(model: Module, calibration=None, *, weights: str = "per_channel", activations: str = "dynamic",
              method: str = "minmax", percentile: float = 99.99, skip=(), keep_float_below_db: float | None = None,
-             report_batch=None) -> Module:
+             report_batch=None, accuracy=None, max_drop: float = 0.01) -> Module:
     """Post-training int8 quantization: a new model whose Linear and Conv2d layers run int8 kernels.
+
+    A :class:`edgepack.nn.Graph` (e.g. from :func:`edgepack.from_onnx`) is quantized node by node:
+    every Conv (1-D, 2-D), Gemm and MatMul with a constant weight gets per-channel int8 weights and
+    runs the same int8 layers; ``skip`` then takes node names or op types, ``calibration`` may be a
+    dict of arrays (or an iterable of dicts) for graphs with several inputs, and ``accuracy`` /
+    ``max_drop`` select the accuracy-aware mode (see
+    :func:`edgepack.graph.passes.quantize.quantize_graph`).
 
     Parameters
     ----------
@@ -144,6 +151,18 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
     if activations == "static" and calibration is None:
         raise ValueError("activations='static' needs calibration data (an array or an iterable of arrays); "
                          "use activations='dynamic' to quantize without it")
+
+    from ..graph.ir import Graph
+
+    if isinstance(model, Graph):
+        from ..graph.passes.quantize import quantize_graph
+
+        return quantize_graph(model, calibration, weights=weights, activations=activations, method=method,
+                              percentile=percentile, skip=skip, keep_float_below_db=keep_float_below_db,
+                              report_batch=report_batch, accuracy=accuracy, max_drop=max_drop)
+    if accuracy is not None:
+        raise ValueError("accuracy= (the accuracy-aware mode) works on graphs; convert the model with "
+                         "edgepack.from_onnx or quantize it with keep_float_below_db")
 
     qmodel = copy.deepcopy(model)
     qmodel.eval()

@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     basic,
     conv,
     elementwise,
+    layer,
     linalg,
     norm,
     pool,

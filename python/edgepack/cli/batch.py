@@ -42,8 +42,8 @@ def batch_main(argv) -> int:
         args = p.parse_args(argv)
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    from . import batch
-    from .cli import CliError
+    from .. import batch
+    from . import CliError
 
     id_col = None if args.id_column.lower() == "none" else args.id_column
     if args.input.endswith(".npy"):
