@@ -250,7 +250,8 @@ class NpySource:
         return files
 
     def count_rows(self, path: str) -> int:
-        return _npy_header(path)[0][0] if _npy_header(path)[0] else 0
+        shape, _ = _npy_header(path)
+        return shape[0] if shape else 0
 
     def spec(self) -> dict:
         return {"kind": "npy", "id_suffix": self.id_suffix}
@@ -263,11 +264,13 @@ class NpySource:
 
 
 def _npy_header(path: str):
+    """(shape, dtype) of a .npy file from its header (public API: read_magic + read_array_header)."""
     from numpy.lib import format as npf
 
     with open(path, "rb") as f:
         version = npf.read_magic(f)
-        shape, _, dtype = npf._read_array_header(f, version)
+        read = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+        shape, _, dtype = read(f)
     return shape, dtype
 
 
