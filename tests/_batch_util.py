@@ -6,6 +6,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -101,8 +103,18 @@ def disarm(fault_file) -> None:
         pass
 
 
-def worker_pids(pattern: str) -> list[int]:
-    """Processes whose command line contains ``pattern`` (children of this test run)."""
+def _age(pid: str) -> float:
+    """Seconds since process ``pid`` started."""
+    with open(f"/proc/{pid}/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(pattern: str, parent: int | None = None, min_age: float = 0.0) -> list[int]:
+    """Processes whose command line contains ``pattern`` (and whose parent is ``parent``), running
+    for at least ``min_age`` seconds."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == os.getpid():
@@ -113,6 +125,19 @@ def worker_pids(pattern: str) -> list[int]:
         except OSError:
             continue
         if pattern in cmd:
+            if parent is not None:
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid != parent:
+                    continue
+            try:
+                if min_age and _age(d) < min_age:
+                    continue
+            except (OSError, ValueError, IndexError):
+                continue
             out.append(int(d))
     return out
 
@@ -139,3 +164,30 @@ def check_exactly_once(source, sink, expect_ids: np.ndarray) -> None:
     ids, _ = read_outputs(sink)
     assert len(ids) == len(expect_ids) and set(ids.tolist()) == set(expect_ids.tolist())
     assert not leftovers(sink.directory)
+
+
+def driver_cmd(model, src_glob, out, backend, extra=()):
+    return [sys.executable, "-m", "edgepack", "batch", model, "--input", src_glob, "--column", "x",
+            "--output", out, "--backend", backend, "--workers", "2", "--batch-size", "4", "--no-progress", *extra]
+
+
+def kill_driver_at_half_and_rerun(cmd, src, sink, total_shards, total_rows, run_kwargs):
+    """Start the driver (a CLI process), SIGKILL it once half the shards are committed, rerun
+    in-process: the committed shards must be skipped and the row count come out exact."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.isdir(sink.directory):
+            done = sum(n.startswith("part-") and n.endswith(".parquet") for n in os.listdir(sink.directory))
+            if done >= total_shards // 2:
+                break
+        time.sleep(0.005)
+    proc.kill()
+    _, err = proc.communicate()
+    assert done >= total_shards // 2, f"driver ended before half the shards were done: {err.decode()[-2000:]}"
+    kw = dict(run_kwargs)
+    rep = batch.run(kw.pop("model"), src, sink, progress=False, **kw)
+    assert rep.skipped >= done and rep.done + rep.skipped == total_shards
+    assert rep.total_rows == total_rows
+    return rep

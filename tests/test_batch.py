@@ -380,34 +380,6 @@ def test_local_worker_killed_10_times_loses_and_duplicates_nothing(mlp_file, vec
     U.disarm(fault)
 
 
-def _driver_cmd(model, src_glob, out, backend, extra=()):
-    return [sys.executable, "-m", "edgepack", "batch", model, "--input", src_glob, "--column", "x",
-            "--output", out, "--backend", backend, "--workers", "2", "--batch-size", "4", "--no-progress", *extra]
-
-
-def kill_driver_at_half_and_rerun(cmd, src, sink, total_shards, run_kwargs, env=None):
-    """Start the driver, SIGKILL it once half the shards are committed, rerun in-process."""
-    import time
-
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if os.path.isdir(sink.directory):
-            done = sum(n.startswith("part-") and n.endswith(".parquet") for n in os.listdir(sink.directory))
-            if done >= total_shards // 2:
-                break
-        time.sleep(0.005)
-    proc.kill()
-    _, err = proc.communicate()
-    assert done >= total_shards // 2, f"driver ended before half the shards were done: {err.decode()[-2000:]}"
-    kw = dict(run_kwargs)
-    rep = batch.run(kw.pop("model"), src, sink, progress=False, **kw)
-    assert rep.skipped >= done and rep.done + rep.skipped == total_shards
-    assert rep.total_rows == 480
-    return rep
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_driver_killed_at_half_then_rerun_skips_committed(mlp_file, tmp_path, backend):
@@ -417,7 +389,7 @@ def test_driver_killed_at_half_then_rerun_skips_committed(mlp_file, tmp_path, ba
     want = edgepack.load(mlp_file)(x)
     for i in range(10):
         sink = batch.ParquetSink(str(tmp_path / f"o{i}"))
-        kill_driver_at_half_and_rerun(_driver_cmd(mlp_file, src.path, sink.path, backend), src, sink, 24,
+        U.kill_driver_at_half_and_rerun(U.driver_cmd(mlp_file, src.path, sink.path, backend), src, sink, 24, 480,
                                       {"model": mlp_file, "backend": backend, "workers": 2})
         U.check_exactly_once(src, sink, ids)
         np.testing.assert_array_equal(U.read_outputs(sink)[1], want)
@@ -431,10 +403,10 @@ def test_driver_killed_at_half_then_rerun_skips_committed(mlp_file, tmp_path, ba
 def test_cli_batch_runs_and_verifies(mlp_file, vec_data, tmp_path):
     d, _, ids = vec_data
     out = tmp_path / "cli"
-    r = subprocess.run(_driver_cmd(mlp_file, str(d / "in" / "*.parquet"), str(out), "local", ("--verify",)),
+    r = subprocess.run(U.driver_cmd(mlp_file, str(d / "in" / "*.parquet"), str(out), "local", ("--verify",)),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "12 shards done" in r.stdout and "OK: 480 input rows, 480 output rows" in r.stdout
-    r = subprocess.run(_driver_cmd(mlp_file, str(d / "in" / "*.parquet"), str(out), "dask"),
+    r = subprocess.run(U.driver_cmd(mlp_file, str(d / "in" / "*.parquet"), str(out), "dask"),
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--backend dask needs --scheduler" in r.stderr and "Traceback" not in r.stderr

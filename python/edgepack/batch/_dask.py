@@ -14,12 +14,15 @@ from ._io import require
 
 require("distributed", "dask", "backend='dask'")
 
-from distributed import Client, WorkerPlugin, as_completed  # noqa: E402
+from distributed import Client, WorkerPlugin, wait  # noqa: E402
 
 from ._model import ModelRef, load_runner  # noqa: E402
 from ._shard import process_shard, set_threads  # noqa: E402
 
 __all__ = ["ModelPlugin", "run_dask"]
+
+_POLL = 5.0  # seconds between checks that the cluster still has workers
+_NO_WORKERS_TIMEOUT = 120.0
 
 
 class ModelPlugin(WorkerPlugin):
@@ -43,6 +46,20 @@ def _suspicious(keys, dask_scheduler=None) -> int:
     return sum(dask_scheduler.tasks[k].suspicious for k in keys if k in dask_scheduler.tasks)
 
 
+def _register(client, plugin, name: str) -> None:
+    """Register the plugin; a worker dying during the broadcast fails it (CommClosedError, an
+    OSError), so try again: the scheduler keeps the plugin for workers that join later, and
+    without it each worker would still load the model lazily on its first shard."""
+    import time
+
+    for attempt in range(5):
+        try:
+            client.register_plugin(plugin, name=name)
+            return
+        except OSError:
+            time.sleep(0.2 * (attempt + 1))
+
+
 def run_dask(tasks, ref: ModelRef, client, address, workers, threads, max_retries, on_result, stats) -> None:
     from ._run import FATAL, raise_failed
 
@@ -53,7 +70,7 @@ def run_dask(tasks, ref: ModelRef, client, address, workers, threads, max_retrie
                              "or pass a dask.distributed.Client as backend")
         own = client = Client(address)
     try:
-        client.register_plugin(ModelPlugin(ref.to_dict(), threads), name=f"edgepack-model-{ref.sha256[:16]}")
+        _register(client, ModelPlugin(ref.to_dict(), threads), f"edgepack-model-{ref.sha256[:16]}")
         if not client.nthreads():
             client.wait_for_workers(1, timeout=120)
         nthreads = sum(client.nthreads().values())
@@ -73,26 +90,42 @@ def run_dask(tasks, ref: ModelRef, client, address, workers, threads, max_retrie
         # are submitted and the scheduler spreads them.
         limit = workers or len(tasks)
         queue = list(tasks)
-        ac = as_completed([submit(t) for t in queue[:limit]])
+        for t in queue[:limit]:
+            submit(t)
         queue = queue[limit:]
-        for f in ac:
-            t = by_key[f.key]
-            if f.status == "finished":
-                on_result(f.result())
-            else:
-                exc = f.exception()
-                k = attempts.get(t["index"], 0)
-                if isinstance(exc, FATAL) or k >= max_retries:
+        starved = 0.0
+        while live:
+            try:
+                finished = wait(live, timeout=_POLL, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                # a cluster that lost every worker would leave us waiting forever
+                starved = starved + _POLL if not client.nthreads() else 0.0
+                if starved >= _NO_WORKERS_TIMEOUT:
                     client.cancel(live)
-                    raise_failed(t, exc, k)
-                attempts[t["index"]] = k + 1
-                stats["retried"] += 1
-                ac.add(submit(t))
-            if queue:
-                ac.add(submit(queue.pop(0)))
-        # the futures are still held, so the scheduler still knows their tasks
-        stats["retried"] += client.run_on_scheduler(_suspicious, [f.key for f in live])
-        del live
+                    raise RuntimeError(f"the Dask cluster at {client.scheduler.address} has had no workers for "
+                                       f"{starved:.0f} s; {len(live) + len(queue)} shards are not done") from None
+                continue
+            for f in finished:
+                t = by_key.pop(f.key)
+                live.remove(f)
+                if f.status == "finished":
+                    on_result(f.result())
+                    # Released at once: a finished task's result held on a worker that then dies
+                    # is recomputed by the scheduler (its side effects run again, maybe after we
+                    # return).  First ask how often a dead worker made the scheduler rerun it.
+                    stats["retried"] += client.run_on_scheduler(_suspicious, [f.key])
+                    f.release()
+                else:
+                    exc = f.exception()
+                    k = attempts.get(t["index"], 0)
+                    if isinstance(exc, FATAL) or k >= max_retries:
+                        client.cancel(live)
+                        raise_failed(t, exc, k)
+                    attempts[t["index"]] = k + 1
+                    stats["retried"] += 1
+                    submit(t)
+                if queue:
+                    submit(queue.pop(0))
     finally:
         if own is not None:
             own.close()
