@@ -64,3 +64,23 @@ def ray_cluster(batch_fault_file):
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def batch_encoder_file(tmp_path_factory):
+    """The int8 all-MiniLM-L6-v2 saved as one edgepack file (tokenizer included), once per session."""
+    from edgepack.benchsuite.minilm import default_model_dir
+
+    path = tmp_path_factory.mktemp("batch-model") / "minilm_int8.edgepack"
+    edgepack.SentenceEncoder.from_pretrained(default_model_dir(), quantize="int8").save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def batch_mlp_file(tmp_path_factory):
+    """A small int8 MLP (8 -> 16 -> 4) saved with edgepack.save."""
+    from _batch_util import tiny_int8_mlp
+
+    path = tmp_path_factory.mktemp("batch-mlp") / "mlp_int8.edgepack"
+    tiny_int8_mlp(path)
+    return str(path)

@@ -30,28 +30,11 @@ BACKENDS = ("local", "threads")
 
 
 @pytest.fixture(scope="module")
-def encoder_file(tmp_path_factory):
-    """The int8 all-MiniLM-L6-v2 saved as one edgepack file (tokenizer included)."""
-    from edgepack.benchsuite.minilm import default_model_dir
-
-    path = tmp_path_factory.mktemp("model") / "minilm_int8.edgepack"
-    edgepack.SentenceEncoder.from_pretrained(default_model_dir(), quantize="int8").save(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def text_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("text")
     texts = U.sentences(180, seed=1)
     ids = U.write_text_shards(d / "in", texts, shards=6)
     return d, texts, np.concatenate(ids)
-
-
-@pytest.fixture(scope="module")
-def mlp_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mlp") / "mlp_int8.edgepack"
-    U.tiny_int8_mlp(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +50,12 @@ def vec_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_minilm_int8_matches_one_in_process_encode(encoder_file, text_data, backend, tmp_path):
+def test_minilm_int8_matches_one_in_process_encode(batch_encoder_file, text_data, backend, tmp_path):
     d, texts, ids = text_data
-    ref = edgepack.SentenceEncoder.load(encoder_file).encode(texts, batch_size=32)
+    ref = edgepack.SentenceEncoder.load(batch_encoder_file).encode(texts, batch_size=32)
     src = batch.ParquetSource(str(d / "in" / "*.parquet"), column="text")
     sink = batch.ParquetSink(str(tmp_path / "out"))
-    rep = batch.run(encoder_file, src, sink, backend=backend, workers=2, batch_size=16, progress=False)
+    rep = batch.run(batch_encoder_file, src, sink, backend=backend, workers=2, batch_size=16, progress=False)
     assert (rep.shards, rep.done, rep.skipped, rep.rows, rep.total_rows) == (6, 6, 0, 180, 180)
     got_ids, got = U.read_outputs(sink)
     np.testing.assert_array_equal(got_ids, ids)
@@ -90,16 +73,16 @@ def test_minilm_int8_matches_one_in_process_encode(encoder_file, text_data, back
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "npy"])
-def test_vectors_npy_and_parquet_match_in_process(mlp_file, tmp_path, fmt):
+def test_vectors_npy_and_parquet_match_in_process(batch_mlp_file, tmp_path, fmt):
     x = np.random.default_rng(5).standard_normal((100, 8)).astype(np.float32)
     U.write_vector_shards(tmp_path / "in", x, shards=4, fmt=fmt)
     src = (batch.ParquetSource(str(tmp_path / "in" / "*.parquet"), column="x") if fmt == "parquet"
            else batch.NpySource(str(tmp_path / "in" / "*.npy")))
     sink = batch.ParquetSink(str(tmp_path / "out")) if fmt == "npy" else batch.NpySink(str(tmp_path / "out"))
-    rep = batch.run(mlp_file, src, sink, workers=2, batch_size=7, progress=False)
+    rep = batch.run(batch_mlp_file, src, sink, workers=2, batch_size=7, progress=False)
     assert rep.rows == 100
     ids, got = U.read_outputs(sink)
-    np.testing.assert_array_equal(got, edgepack.load(mlp_file)(x))
+    np.testing.assert_array_equal(got, edgepack.load(batch_mlp_file)(x))
     want_ids = 10 * np.arange(100) if fmt == "parquet" else np.arange(100)  # npy: global row numbers
     np.testing.assert_array_equal(ids, want_ids)
     assert batch.verify(src, sink).ok
@@ -142,24 +125,24 @@ def test_onnx_model_through_from_onnx(tmp_path):
 # the contract: tasks, resume, stale files, options
 
 
-def test_task_carries_at_most_4_kib_whatever_the_model_size(encoder_file, mlp_file, text_data, tmp_path):
+def test_task_carries_at_most_4_kib_whatever_the_model_size(batch_encoder_file, batch_mlp_file, text_data, tmp_path):
     d, _, _ = text_data
     src = batch.ParquetSource(str(d / "in" / "*.parquet"), column="text")
     sink = batch.ParquetSink(str(tmp_path / "out"))
     sizes = {}
-    for model in (encoder_file, mlp_file):
+    for model in (batch_encoder_file, batch_mlp_file):
         ref = batch.ModelRef.from_path(model)
         tasks = _run.make_tasks(batch.plan(src, sink, ref), ref, src, sink)
         sizes[model] = max(len(pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)) for t in tasks)
         assert len(json.dumps(tasks[0])) <= 4096
-    assert os.path.getsize(encoder_file) > 50e6 and max(sizes.values()) <= 4096, sizes
-    assert abs(sizes[encoder_file] - sizes[mlp_file]) < 200  # independent of the model's size
+    assert os.path.getsize(batch_encoder_file) > 50e6 and max(sizes.values()) <= 4096, sizes
+    assert abs(sizes[batch_encoder_file] - sizes[batch_mlp_file]) < 200  # independent of the model's size
 
 
-def test_resume_skips_committed_shards_and_never_appends(mlp_file, vec_data, tmp_path):
+def test_resume_skips_committed_shards_and_never_appends(batch_mlp_file, vec_data, tmp_path):
     d, x, ids = vec_data
     src, sink = batch.ParquetSource(str(d / "in" / "*.parquet"), column="x"), batch.ParquetSink(str(tmp_path / "o"))
-    first = batch.run(mlp_file, src, sink, workers=2, progress=False)
+    first = batch.run(batch_mlp_file, src, sink, workers=2, progress=False)
     assert (first.done, first.skipped) == (12, 0)
     before = {n: os.path.getmtime(os.path.join(sink.directory, n)) for n in os.listdir(sink.directory)
               if n.startswith("part-")}
@@ -167,22 +150,22 @@ def test_resume_skips_committed_shards_and_never_appends(mlp_file, vec_data, tmp
     parts = sorted(before)
     for n in parts[:2]:
         os.unlink(os.path.join(sink.directory, n))
-    again = batch.run(mlp_file, src, sink, workers=2, progress=False)
+    again = batch.run(batch_mlp_file, src, sink, workers=2, progress=False)
     assert (again.done, again.skipped, again.rows, again.total_rows) == (2, 10, 80, 480)
     for n in parts[2:]:
         assert os.path.getmtime(os.path.join(sink.directory, n)) == before[n]  # not rewritten
     U.check_exactly_once(src, sink, ids)
     # resume=False rewrites every shard under the same names: still no duplicates
-    full = batch.run(mlp_file, src, sink, workers=1, resume=False, progress=False)
+    full = batch.run(batch_mlp_file, src, sink, workers=1, resume=False, progress=False)
     assert (full.done, full.skipped) == (12, 0)
     assert sorted(n for n in os.listdir(sink.directory) if n.startswith("part-")) == parts
     U.check_exactly_once(src, sink, ids)
 
 
-def test_other_runs_part_files_are_refused_or_overwritten(mlp_file, vec_data, tmp_path):
+def test_other_runs_part_files_are_refused_or_overwritten(batch_mlp_file, vec_data, tmp_path):
     d, x, ids = vec_data
     src, sink = batch.ParquetSource(str(d / "in" / "*.parquet"), column="x"), batch.ParquetSink(str(tmp_path / "o"))
-    batch.run(mlp_file, src, sink, workers=1, progress=False)
+    batch.run(batch_mlp_file, src, sink, workers=1, progress=False)
     other = tmp_path / "other.edgepack"
     U.tiny_int8_mlp(other, seed=7)  # another model: other shard ids
     with pytest.raises(ValueError, match="part files of another run"):
@@ -194,7 +177,7 @@ def test_other_runs_part_files_are_refused_or_overwritten(mlp_file, vec_data, tm
     np.testing.assert_array_equal(got, edgepack.load(str(other))(x))
 
 
-def test_model_changed_during_run_is_refused(mlp_file, tmp_path):
+def test_model_changed_during_run_is_refused(batch_mlp_file, tmp_path):
     path = tmp_path / "m.edgepack"
     U.tiny_int8_mlp(path)
     ref = batch.ModelRef.from_path(path)
@@ -213,30 +196,30 @@ def test_model_changed_during_run_is_refused(mlp_file, tmp_path):
     ({"workers": 64, "threads_per_worker": 64}, ValueError, "exceeds the .* CPUs"),
     ({"batch_size": 2.5}, ValueError, "batch_size must be a positive integer"),
 ])
-def test_bad_options_name_the_argument(mlp_file, vec_data, tmp_path, kwargs, exc, match):
+def test_bad_options_name_the_argument(batch_mlp_file, vec_data, tmp_path, kwargs, exc, match):
     d, _, _ = vec_data
     with pytest.raises(exc, match=match):
-        batch.run(mlp_file, batch.ParquetSource(str(d / "in" / "*.parquet"), column="x"), str(tmp_path / "o"),
+        batch.run(batch_mlp_file, batch.ParquetSource(str(d / "in" / "*.parquet"), column="x"), str(tmp_path / "o"),
                   progress=False, **kwargs)
 
 
-def test_bad_model_source_and_column_errors(mlp_file, vec_data, encoder_file, tmp_path):
+def test_bad_model_source_and_column_errors(batch_mlp_file, vec_data, batch_encoder_file, tmp_path):
     d, _, _ = vec_data
     src = batch.ParquetSource(str(d / "in" / "*.parquet"), column="x")
     with pytest.raises(TypeError, match="save it first"):
-        batch.run(edgepack.load(mlp_file), src, str(tmp_path / "o"), progress=False)
+        batch.run(edgepack.load(batch_mlp_file), src, str(tmp_path / "o"), progress=False)
     with pytest.raises(FileNotFoundError, match="model file not found"):
         batch.run(str(tmp_path / "nope.edgepack"), src, str(tmp_path / "o"), progress=False)
     with pytest.raises(FileNotFoundError, match="no file matches"):
-        batch.run(mlp_file, batch.ParquetSource(str(tmp_path / "none-*.parquet")), str(tmp_path / "o"))
+        batch.run(batch_mlp_file, batch.ParquetSource(str(tmp_path / "none-*.parquet")), str(tmp_path / "o"))
     with pytest.raises(ValueError, match=r"column 'text' not found; the file has columns \['id', 'x'\]"):
-        batch.run(mlp_file, batch.ParquetSource(str(d / "in" / "*.parquet"), column="text"), str(tmp_path / "o"),
+        batch.run(batch_mlp_file, batch.ParquetSource(str(d / "in" / "*.parquet"), column="text"), str(tmp_path / "o"),
                   progress=False, backend="threads")
     with pytest.raises(TypeError, match="needs a text column; the source gives numbers"):
-        batch.run(encoder_file, src, str(tmp_path / "o2"), progress=False, backend="threads")
+        batch.run(batch_encoder_file, src, str(tmp_path / "o2"), progress=False, backend="threads")
 
 
-def test_optional_dependencies_name_their_extra(monkeypatch, mlp_file, vec_data, tmp_path):
+def test_optional_dependencies_name_their_extra(monkeypatch, batch_mlp_file, vec_data, tmp_path):
     from edgepack.batch import _io
 
     for mod in ("pyarrow", "pyarrow.parquet", "distributed", "ray"):
@@ -248,12 +231,12 @@ def test_optional_dependencies_name_their_extra(monkeypatch, mlp_file, vec_data,
             _io.require(mod, extra, "this")
     d, _, _ = vec_data
     with pytest.raises(ModuleNotFoundError, match=r"Parquet shards needs the 'pyarrow' package.*edgepack\[batch\]"):
-        batch.run(mlp_file, batch.ParquetSource(str(d / "in" / "*.parquet"), column="x"), str(tmp_path / "o"))
+        batch.run(batch_mlp_file, batch.ParquetSource(str(d / "in" / "*.parquet"), column="x"), str(tmp_path / "o"))
     np.save(tmp_path / "a.npy", np.zeros((3, 8), np.float32))
     src = batch.NpySource(str(tmp_path / "a.npy"))
     for backend, extra in (("ray", "ray"), ("dask", "dask")):
         with pytest.raises(ModuleNotFoundError, match=rf"edgepack\[{extra}\]"):
-            batch.run(mlp_file, src, batch.NpySink(str(tmp_path / "o")), backend=backend, progress=False,
+            batch.run(batch_mlp_file, src, batch.NpySink(str(tmp_path / "o")), backend=backend, progress=False,
                       scheduler="tcp://127.0.0.1:1")
 
 
@@ -281,12 +264,12 @@ def _poison_text_shards(directory, texts):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_poison_text_row_raises_naming_shard_and_row(encoder_file, tmp_path, backend):
+def test_poison_text_row_raises_naming_shard_and_row(batch_encoder_file, tmp_path, backend):
     texts = U.sentences(120, seed=4)
     _poison_text_shards(tmp_path / "in", texts)
     src = batch.ParquetSource(str(tmp_path / "in" / "*.parquet"), column="text")
     with pytest.raises(batch.ShardError) as ei:
-        batch.run(encoder_file, src, str(tmp_path / "out"), backend=backend, workers=2, progress=False)
+        batch.run(batch_encoder_file, src, str(tmp_path / "out"), backend=backend, workers=2, progress=False)
     e = ei.value
     assert e.shard == 2 and e.path.endswith("shard-002.parquet") and e.row == 3
     assert "shard 2" in str(e) and "row 3" in str(e) and "null text" in str(e)
@@ -294,12 +277,12 @@ def test_poison_text_row_raises_naming_shard_and_row(encoder_file, tmp_path, bac
     assert not any(n.startswith("part-000002") for n in os.listdir(tmp_path / "out"))
 
 
-def test_poison_rows_skipped_into_errors_file(encoder_file, tmp_path):
+def test_poison_rows_skipped_into_errors_file(batch_encoder_file, tmp_path):
     texts = U.sentences(120, seed=4)
     all_ids, bad_ids = _poison_text_shards(tmp_path / "in", texts)
     src = batch.ParquetSource(str(tmp_path / "in" / "*.parquet"), column="text")
     sink = batch.ParquetSink(str(tmp_path / "out"))
-    rep = batch.run(encoder_file, src, sink, workers=2, on_error="skip", progress=False)
+    rep = batch.run(batch_encoder_file, src, sink, workers=2, on_error="skip", progress=False)
     assert (rep.rows, rep.errors, rep.total_rows) == (118, 2, 118)
     errs = [n for n in os.listdir(sink.directory) if n.endswith(".errors.jsonl")]
     assert len(errs) == 1 and errs[0].startswith("part-000002")
@@ -312,25 +295,25 @@ def test_poison_rows_skipped_into_errors_file(encoder_file, tmp_path):
     ids, got = U.read_outputs(sink)
     keep = ~np.isin(all_ids, bad_ids)
     np.testing.assert_array_equal(ids, all_ids[keep])
-    ref = edgepack.SentenceEncoder.load(encoder_file).encode([t for t, k in zip(texts, keep) if k])
+    ref = edgepack.SentenceEncoder.load(batch_encoder_file).encode([t for t, k in zip(texts, keep) if k])
     np.testing.assert_array_equal(got, ref)
     # a rerun skips everything, errors included
-    assert batch.run(encoder_file, src, sink, on_error="skip", progress=False).skipped == 6
+    assert batch.run(batch_encoder_file, src, sink, on_error="skip", progress=False).skipped == 6
 
 
-def test_text_the_tokenizer_rejects(encoder_file, tmp_path):
+def test_text_the_tokenizer_rejects(batch_encoder_file, tmp_path):
     # a lone surrogate: a valid numpy unicode string that no UTF-8 tokenizer accepts
     (tmp_path / "in").mkdir()
     texts = np.array(U.sentences(20, seed=2) + ["bad \ud800 text"] + U.sentences(5, seed=3))
     np.save(tmp_path / "in" / "a.npy", texts)
     src, sink = batch.NpySource(str(tmp_path / "in" / "*.npy")), batch.NpySink(str(tmp_path / "out"))
     with pytest.raises(batch.ShardError, match=r"shard 0 .*row 20 .*tokenizer rejects"):
-        batch.run(encoder_file, src, sink, backend="threads", progress=False)
-    rep = batch.run(encoder_file, src, sink, backend="threads", on_error="skip", progress=False)
+        batch.run(batch_encoder_file, src, sink, backend="threads", progress=False)
+    rep = batch.run(batch_encoder_file, src, sink, backend="threads", on_error="skip", progress=False)
     assert (rep.rows, rep.errors) == (25, 1) and batch.verify(src, sink).ok
 
 
-def test_poison_vectors_null_wrong_length_nan(mlp_file, tmp_path):
+def test_poison_vectors_null_wrong_length_nan(batch_mlp_file, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -343,8 +326,8 @@ def test_poison_vectors_null_wrong_length_nan(mlp_file, tmp_path):
                    tmp_path / "in" / "a.parquet")
     src = batch.ParquetSource(str(tmp_path / "in" / "*.parquet"), column="x")
     with pytest.raises(batch.ShardError, match=r"row 5 .*null row"):
-        batch.run(mlp_file, src, str(tmp_path / "o1"), workers=1, progress=False)
-    rep = batch.run(mlp_file, src, str(tmp_path / "o2"), workers=1, batch_size=16, on_error="skip", progress=False)
+        batch.run(batch_mlp_file, src, str(tmp_path / "o1"), workers=1, progress=False)
+    rep = batch.run(batch_mlp_file, src, str(tmp_path / "o2"), workers=1, batch_size=16, on_error="skip", progress=False)
     errs = [json.loads(s) for s in open(next((tmp_path / "o2").glob("*.errors.jsonl")))]
     assert [e["row"] for e in errs] == [5, 9, 30] and "expected 8" in errs[1]["error"]
     assert "finite" in errs[2]["error"] and rep.rows == 37
@@ -355,12 +338,12 @@ def test_poison_vectors_null_wrong_length_nan(mlp_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_local_worker_killed_10_times_loses_and_duplicates_nothing(mlp_file, vec_data, tmp_path, monkeypatch):
+def test_local_worker_killed_10_times_loses_and_duplicates_nothing(batch_mlp_file, vec_data, tmp_path, monkeypatch):
     d, x, ids = vec_data
     fault = str(tmp_path / "fault.json")
     monkeypatch.setenv(FAULT_ENV, fault)
     src = batch.ParquetSource(str(d / "in" / "*.parquet"), column="x")
-    want = edgepack.load(mlp_file)(x)
+    want = edgepack.load(batch_mlp_file)(x)
     rng = random.Random(15)
     for i in range(10):
         sink = batch.ParquetSink(str(tmp_path / f"o{i}"))
@@ -370,7 +353,7 @@ def test_local_worker_killed_10_times_loses_and_duplicates_nothing(mlp_file, vec
             marker = None
         else:  # a named point of a random shard: mid-shard, between writing and renaming, ...
             marker = U.arm_fault(fault, str(tmp_path), rng.randrange(12), rng.choice(U.POINTS))
-        rep = batch.run(mlp_file, src, sink, workers=2, batch_size=8, progress=False)
+        rep = batch.run(batch_mlp_file, src, sink, workers=2, batch_size=8, progress=False)
         if marker is not None:
             assert os.path.exists(marker) and rep.retried == 1
         else:
@@ -382,15 +365,15 @@ def test_local_worker_killed_10_times_loses_and_duplicates_nothing(mlp_file, vec
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_driver_killed_at_half_then_rerun_skips_committed(mlp_file, tmp_path, backend):
+def test_driver_killed_at_half_then_rerun_skips_committed(batch_mlp_file, tmp_path, backend):
     x = np.random.default_rng(8).standard_normal((480, 8)).astype(np.float32)
     ids = np.concatenate(U.write_vector_shards(tmp_path / "in", x, shards=24))
     src = batch.ParquetSource(str(tmp_path / "in" / "*.parquet"), column="x")
-    want = edgepack.load(mlp_file)(x)
+    want = edgepack.load(batch_mlp_file)(x)
     for i in range(10):
         sink = batch.ParquetSink(str(tmp_path / f"o{i}"))
-        U.kill_driver_at_half_and_rerun(U.driver_cmd(mlp_file, src.path, sink.path, backend), src, sink, 24, 480,
-                                      {"model": mlp_file, "backend": backend, "workers": 2})
+        U.kill_driver_at_half_and_rerun(U.driver_cmd(batch_mlp_file, src.path, sink.path, backend), src, sink, 24, 480,
+                                      {"model": batch_mlp_file, "backend": backend, "workers": 2})
         U.check_exactly_once(src, sink, ids)
         np.testing.assert_array_equal(U.read_outputs(sink)[1], want)
     assert not U.worker_pids("edgepack.batch._worker")  # no orphan outlived its driver
@@ -400,13 +383,13 @@ def test_driver_killed_at_half_then_rerun_skips_committed(mlp_file, tmp_path, ba
 # CLI
 
 
-def test_cli_batch_runs_and_verifies(mlp_file, vec_data, tmp_path):
+def test_cli_batch_runs_and_verifies(batch_mlp_file, vec_data, tmp_path):
     d, _, ids = vec_data
     out = tmp_path / "cli"
-    r = subprocess.run(U.driver_cmd(mlp_file, str(d / "in" / "*.parquet"), str(out), "local", ("--verify",)),
+    r = subprocess.run(U.driver_cmd(batch_mlp_file, str(d / "in" / "*.parquet"), str(out), "local", ("--verify",)),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "12 shards done" in r.stdout and "OK: 480 input rows, 480 output rows" in r.stdout
-    r = subprocess.run(U.driver_cmd(mlp_file, str(d / "in" / "*.parquet"), str(out), "dask"),
+    r = subprocess.run(U.driver_cmd(batch_mlp_file, str(d / "in" / "*.parquet"), str(out), "dask"),
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--backend dask needs --scheduler" in r.stderr and "Traceback" not in r.stderr

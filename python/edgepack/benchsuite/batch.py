@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -20,17 +19,6 @@ import time
 import numpy as np
 
 __all__ = ["main", "make_corpus"]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_corpus(directory: str, rows: int, shards: int, seed: int = 0) -> list[str]:
@@ -64,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import edgepack
     from .. import batch
+    from ..cli.bench_graph import cpu_model
     from ..text import SentenceEncoder
     from .minilm import default_model_dir
 
