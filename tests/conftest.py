@@ -18,3 +18,69 @@ def isa(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+# -- edgepack.batch engines: one Dask cluster per test module, Ray once per session -------------
+
+
+def _engine_env(tmp_path_factory) -> str:
+    """Environment the engines' worker processes inherit: an absolute path to this edgepack (the
+    test run may import it from the source tree) and the fault-injection file of the batch tests."""
+    import os
+
+    from edgepack.batch._shard import FAULT_ENV
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(edgepack.__file__)))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [os.path.abspath(p) for p in paths])
+    if FAULT_ENV not in os.environ:
+        os.environ[FAULT_ENV] = str(tmp_path_factory.getbasetemp() / "batch-fault.json")
+    return os.environ[FAULT_ENV]
+
+
+@pytest.fixture(scope="session")
+def batch_fault_file(tmp_path_factory):
+    """The file a test writes to make one worker kill itself (edgepack.batch._shard.fault_point)."""
+    return _engine_env(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def dask_client(batch_fault_file):
+    """A dask.distributed LocalCluster: 2 worker processes x 1 thread, standing in for a cluster."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(batch_fault_file):
+    """A local Ray with 2 CPUs, started once per session; yields its address."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def batch_encoder_file(tmp_path_factory):
+    """The int8 all-MiniLM-L6-v2 saved as one edgepack file (tokenizer included), once per session."""
+    from edgepack.benchsuite.minilm import default_model_dir
+
+    path = tmp_path_factory.mktemp("batch-model") / "minilm_int8.edgepack"
+    edgepack.SentenceEncoder.from_pretrained(default_model_dir(), quantize="int8").save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def batch_mlp_file(tmp_path_factory):
+    """A small int8 MLP (8 -> 16 -> 4) saved with edgepack.save."""
+    from _batch_util import tiny_int8_mlp
+
+    path = tmp_path_factory.mktemp("batch-mlp") / "mlp_int8.edgepack"
+    tiny_int8_mlp(path)
+    return str(path)

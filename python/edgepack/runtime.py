@@ -29,8 +29,8 @@ def cpu_info() -> dict:
         ``built``: paths compiled into this build; ``available``: paths this CPU can run
         (built and supported), weakest first; ``best``: the fastest available path;
         ``isa``: the active path; ``num_threads``: threads kernels may use;
-        ``default_num_threads``: the CPUs in this process's affinity mask (or
-        ``EDGEPACK_NUM_THREADS``).
+        ``default_num_threads``: ``EDGEPACK_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the
+        CPUs in this process's affinity mask.
     """
     return {
         "features": dict(_core.cpu_features()),
@@ -39,7 +39,7 @@ def cpu_info() -> dict:
         "best": _core.best_isa(),
         "isa": _core.get_isa(),
         "num_threads": _core.get_num_threads(),
-        "default_num_threads": _core.default_num_threads(),
+        "default_num_threads": _omp_num_threads() or _core.default_num_threads(),
     }
 
 
@@ -86,11 +86,34 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads the kernels may use (default: the CPUs this process may run on)."""
+    """Threads the kernels may use (default: ``EDGEPACK_NUM_THREADS``, else ``OMP_NUM_THREADS``,
+    else the CPUs this process may run on)."""
     return _core.get_num_threads()
 
 
+def _omp_num_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as a thread count when ``EDGEPACK_NUM_THREADS`` is unset, else None.
+
+    Dask's nanny, Ray and job schedulers tell a process its share of the CPUs through
+    ``OMP_NUM_THREADS``; without honouring it, each of N worker processes would start one kernel
+    thread per CPU of the machine (N x CPUs threads fighting for CPUs).  A nested list ("4,2")
+    gives its first level; a value that is not a positive integer is another library's business
+    and is ignored.
+    """
+    if os.environ.get("EDGEPACK_NUM_THREADS", "").strip():
+        return None
+    raw = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    try:
+        n = int(raw)
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
 def _apply_env() -> None:
+    omp = _omp_num_threads()
+    if omp is not None:
+        set_num_threads(omp)
     name = os.environ.get("EDGEPACK_ISA", "").strip()
     if name:
         try:

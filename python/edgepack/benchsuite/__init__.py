@@ -4,7 +4,7 @@ Each suite module exposes ``main(argv) -> int``; it measures edgepack and its pe
 and prints ratios against a baseline measured in the same run.
 """
 
-SUITES = ("quantize", "gemm", "sparse", "minilm", "graph", "conv_int8", "conv_f32")
+SUITES = ("quantize", "gemm", "sparse", "minilm", "graph", "conv_int8", "conv_f32", "batch")
 
 
 def best_time(fn, min_time: float, repeats: int) -> float:

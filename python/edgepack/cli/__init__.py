@@ -22,6 +22,7 @@ commands:
   bench SUITE|MODEL             SUITE is one of: {suites}; MODEL benchmarks a saved model
                                 or an .onnx file against onnxruntime (float and int8)
   report MODEL... --plot out.png
+  batch MODEL --input GLOB --output DIR   run a model over sharded data (local, Dask or Ray)
   cpu                           detected CPU features, kernel paths and threads
 
 'edgepack <command> --help' shows a command's options.
@@ -34,6 +35,7 @@ COMMANDS = {
     "eval": ("edgepack.cli.model", "eval_main"),
     "demo": ("edgepack.cli.demo", "demo_main"),
     "report": ("edgepack.cli.demo", "report_main"),
+    "batch": ("edgepack.cli.batch", "batch_main"),
 }
 
 
