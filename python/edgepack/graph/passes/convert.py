@@ -27,7 +27,8 @@ def is_sparse(t: Target) -> bool:
 
 
 def int8_layers(targets: Iterable[Target], *, weights: str, activations: str,
-                qparams: dict[int, tuple[float, int]] | None = None) -> dict[int, object]:
+                qparams: dict[int, tuple[float, int]] | None = None,
+                int8_depthwise: bool = False) -> dict[int, object]:
     """``{target index: int8 layer}`` for every target given.
 
     Parameters
@@ -39,6 +40,9 @@ def int8_layers(targets: Iterable[Target], *, weights: str, activations: str,
         Dense targets only; static needs ``qparams[index] = (x_scale, x_zero_point)``.
     qparams : dict, optional
         From :func:`edgepack.graph.passes.calibrate.calibrate`.
+    int8_depthwise : bool
+        Static depthwise convolutions quantize their input and run the int8 depthwise kernel
+        (``QConv2d(int8_depthwise=True)``) instead of float on dequantized weights.
     """
     out = {}
     for t in targets:
@@ -49,8 +53,13 @@ def int8_layers(targets: Iterable[Target], *, weights: str, activations: str,
         if activations == "static":
             s, z = qparams[t.index]
             kw.update(x_scale=s, x_zero_point=z)
-        cls = QLinear if t.op in ("Gemm", "MatMul") else QConv2d
-        out[t.index] = cls.from_float(t.layer, **kw)
+        if t.op in ("Gemm", "MatMul"):
+            out[t.index] = QLinear.from_float(t.layer, **kw)
+            continue
+        dw = t.layer.groups > 1 and t.layer.groups == t.layer.in_channels
+        if int8_depthwise and dw and activations == "static" and t.activation in (None, "relu", "silu"):
+            kw["int8_depthwise"] = True
+        out[t.index] = QConv2d.from_float(t.layer, **kw)
     return out
 
 

@@ -88,7 +88,7 @@ def _layer_conv(n, params):
     wq = params[tens["weight_q"]]
     depthwise = cfg["groups"] > 1 and cfg["groups"] == cfg["in_channels"]
     bias = [tens["bias"]] if "bias" in tens else []
-    if depthwise:
+    if depthwise and not cfg.get("int8_depthwise"):
         # QConv2d computes a depthwise layer in float32 with its dequantized int8 weights: so does this
         wf = (wq.astype(np.float32) * params[tens["w_scale"]].reshape(-1, 1, 1, 1)).astype(np.float32)
         return "ConvNHWC", [n.inputs[0], ("param", wf)] + bias, geom

@@ -61,7 +61,7 @@ class Quantized:
 def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights: str, activations: str,
                  method: str, percentile: float, keep_float_below_db: float | None, calibration,
                  report_batch, accuracy=None, max_drop: float = 0.01, chunk: int = _CHUNK,
-                 report_rows: int = _REPORT_ROWS, wrap=None) -> Quantized:
+                 report_rows: int = _REPORT_ROWS, wrap=None, int8_depthwise: bool = False) -> Quantized:
     """Steps 3 to 6 on a prepared graph (see :func:`prepare`).
 
     ``skipped`` holds target indices kept float; ``chunk`` is the rows per calibration pass of
@@ -80,7 +80,8 @@ def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights:
                                    percentile=percentile, chunk=chunk)
 
     # -- convert ------------------------------------------------------------------------------------
-    layers = int8_layers(active, weights=weights, activations=activations, qparams=qparams)
+    layers = int8_layers(active, weights=weights, activations=activations, qparams=qparams,
+                         int8_depthwise=int8_depthwise)
 
     # -- per-node SQNR on the report batch; which stay float ----------------------------------------
     feeds = report_feeds(g, calibration, report_batch, report_rows, first)
@@ -137,6 +138,8 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
     """The graph form of :func:`edgepack.quantize` (see there for the parameters).
 
     ``skip`` takes node names or op types ("Conv", "Gemm", "MatMul", "SparseLinear", ...).
+    Static depthwise convolutions get int8 activations too (``QConv2d(int8_depthwise=True)``),
+    so MobileNet-style blocks run int8 from end to end once lowered.
     ``accuracy`` is ``(metric, X, y)`` — ``metric(outputs, y) -> float``, higher is better, with
     ``outputs`` the graph's (first) output on ``X`` — or a callable ``score(graph) -> float``.
     With it, when the all-int8 graph loses more than ``max_drop``, each int8 node's sensitivity is
@@ -157,7 +160,8 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
                          "iterable of them); use activations='dynamic' to quantize without it")
     r = run_quantize(g, targets, skipped, weights=weights, activations=activations, method=method,
                      percentile=percentile, keep_float_below_db=keep_float_below_db, calibration=calibration,
-                     report_batch=report_batch, accuracy=accuracy, max_drop=max_drop)
+                     report_batch=report_batch, accuracy=accuracy, max_drop=max_drop,
+                     int8_depthwise=True)
     report = QuantizationReport(
         layers=r.rows,
         settings={"weights": weights, "activations": activations, "method": method, "percentile": percentile,
