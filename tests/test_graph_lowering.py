@@ -42,7 +42,8 @@ def test_float_graph_runs_nhwc_with_fused_epilogues(rng, isa):
 
 def test_int8_graph_runs_qconv_nhwc_chained(rng, isa):
     g = edgepack.from_onnx(residual_cnn(rng))
-    q = edgepack.quantize(g, rng.standard_normal((16, 3, 16, 16)).astype(np.float32), activations="static")
+    q = edgepack.quantize(g, rng.standard_normal((16, 3, 16, 16)).astype(np.float32), activations="static",
+                          min_macs=0)
     lq = lower_for_inference(q)
     ops = lq.op_counts()
     assert ops.get("edgepack.QConvNHWC", 0) == 6     # the depthwise layer too (int8 activations)

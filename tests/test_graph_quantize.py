@@ -29,7 +29,7 @@ def cnn(tmp_path, rng):
 def test_quantized_graph_close_to_float(cnn, rng, activations, tmp_path):
     g, _ = cnn
     calib = rng.standard_normal((32, 3, 16, 16)).astype(np.float32)
-    q = edgepack.quantize(g, calib, activations=activations)
+    q = edgepack.quantize(g, calib, activations=activations, min_macs=0)   # this toy's layers are all small
     assert isinstance(q, nn.Graph)
     layers = q.op_counts().get("edgepack.Layer", 0)
     assert layers == 7          # 6 convs (stem, block x2, SE x2, depthwise) and the Gemm
@@ -50,10 +50,10 @@ def test_quantized_graph_close_to_float(cnn, rng, activations, tmp_path):
 def test_skip_keep_float_and_accuracy_mode(cnn, rng):
     g, _ = cnn
     calib = rng.standard_normal((16, 3, 16, 16)).astype(np.float32)
-    names = [r.name for r in edgepack.quantize(g, calib).report.layers]
-    q = edgepack.quantize(g, calib, activations="static", skip=[names[0]])
+    names = [r.name for r in edgepack.quantize(g, calib, min_macs=0).report.layers]
+    q = edgepack.quantize(g, calib, activations="static", skip=[names[0]], min_macs=0)
     assert q.report[names[0]].status == "float (skip)"
-    q = edgepack.quantize(g, calib, activations="static", keep_float_below_db=200.0)
+    q = edgepack.quantize(g, calib, activations="static", keep_float_below_db=200.0, min_macs=0)
     assert set(q.report.kept_float) == set(names)           # nothing reaches 200 dB
     assert q.op_counts().get("edgepack.Layer", 0) == 0
     with pytest.raises(ValueError, match="no Conv/Gemm/MatMul node named 'nope'"):
@@ -65,7 +65,8 @@ def test_skip_keep_float_and_accuracy_mode(cnn, rng):
     def agreement(out, y):
         return float(np.mean(out.argmax(1) == y))
     y = ref.argmax(1)
-    q = edgepack.quantize(g, calib, activations="static", accuracy=(agreement, x, y), max_drop=0.0)
+    q = edgepack.quantize(g, calib, activations="static", accuracy=(agreement, x, y), max_drop=0.0,
+                          min_macs=0)
     acc = q.report.settings["accuracy"]
     assert acc["float_score"] == 1.0
     assert acc["final_score"] >= 1.0 - 1e-12 or "warning" in acc
@@ -77,7 +78,7 @@ def test_matmul_models_and_shape_subgraphs_quantize(tmp_path, rng):
     path = _save(shape_subgraph_model(), tmp_path / "s.onnx")
     g = edgepack.from_onnx(path)
     x = rng.standard_normal((8, 2, 3, 4)).astype(np.float32)
-    q = edgepack.quantize(g, x, activations="static")
+    q = edgepack.quantize(g, x, activations="static", min_macs=0)
     assert q.op_counts().get("edgepack.Layer") == 1
     assert _sqnr(g(x), q(x)) > 30
 
@@ -105,3 +106,18 @@ def test_onnxruntime_qdq_model_runs_on_edgepack_int8(cnn, rng, tmp_path):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     ref = ort.InferenceSession(str(qpath), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert _sqnr(ref, g(x)) > 30
+
+
+def test_small_nodes_stay_float(cnn, rng):
+    """Nodes doing fewer than min_macs multiply-adds per sample (the SE block's 1x1 convs on a 1x1
+    map, the head) stay float: int8 would add a quantize pass and a kernel call for no work."""
+    g, _ = cnn
+    calib = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    q = edgepack.quantize(g, calib, activations="static", min_macs=1000)
+    st = {r.name: r.status for r in q.report.layers}
+    small = sorted(n for n, s in st.items() if s == "float (small)")
+    # stem 8x8x8x27 = 13824, block convs 8x8x8x72 = 36864, depthwise 8x8x8x9 = 4608 MACs: int8;
+    # SE convs 8x4 = 32 and 4x8 = 32, Gemm 8x10 = 80: float
+    assert len(small) == 3, st
+    assert sum(s == "int8" for s in st.values()) == 4
+    assert q.op_counts().get("edgepack.Layer") == 4

@@ -51,7 +51,7 @@ def _skip_matcher(skip, names: list[str]):
 
 def quantize(model: Module, calibration=None, *, weights: str = "per_channel", activations: str = "dynamic",
              method: str = "minmax", percentile: float = 99.99, skip=(), keep_float_below_db: float | None = None,
-             report_batch=None, accuracy=None, max_drop: float = 0.01) -> Module:
+             report_batch=None, accuracy=None, max_drop: float = 0.01, min_macs: int = 32768) -> Module:
     """Post-training int8 quantization: a new model whose Linear and Conv2d layers run int8 kernels.
 
     A :class:`edgepack.nn.Graph` (e.g. from :func:`edgepack.from_onnx`) is quantized node by node:
@@ -93,6 +93,9 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
         as a module tree, a graph as a graph).  When the all-int8 model scores more than
         ``max_drop`` below float, the layers whose float version helps most are kept float, one
         at a time, until it does not (see :func:`edgepack.graph.passes.quantize.quantize_graph`).
+    min_macs : int
+        Graphs only: Conv/Gemm/MatMul nodes with fewer multiply-adds per sample than this (on the
+        first calibration batch) stay float, reported as "float (small)" (0: quantize all).
     max_drop : float
         The score drop the accuracy-aware mode accepts.
 
@@ -139,7 +142,8 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
 
         return quantize_graph(model, calibration, weights=weights, activations=activations, method=method,
                               percentile=percentile, skip=skip, keep_float_below_db=keep_float_below_db,
-                              report_batch=report_batch, accuracy=accuracy, max_drop=max_drop)
+                              report_batch=report_batch, accuracy=accuracy, max_drop=max_drop,
+                              min_macs=min_macs)
     return _quantize_module(model, calibration, weights=weights, activations=activations, method=method,
                             percentile=percentile, skip=skip, keep_float_below_db=keep_float_below_db,
                             report_batch=report_batch, accuracy=accuracy, max_drop=max_drop)

@@ -127,11 +127,18 @@ def _qconv_nhwc(node, consts):
     def out_shape(shape):
         return packed.output_shape(shape)
 
+    from ... import _core
+    from ...kernels import _quantize as kq
+
+    # The scale and zero point validated once: kernels.quantize checks them per call, which costs
+    # more than quantizing a small activation
+    q_scale, q_zp, q_u8 = kq._scale_arg(x_scale), kq._zp_arg(x_zp, xdt), xdt == np.uint8
+
     def run(x, w_=None, s_=None, b_=None, r=None):
         if x.dtype != xdt:
             # float activations: quantized here with the layer's static scale (ONNX QuantizeLinear,
             # bit-exact), which reproduces what the NCHW QConv2d computes
-            x = k.quantize(np.ascontiguousarray(x, np.float32), x_scale, x_zp, dtype=xdt)
+            x = _core.quantize(np.ascontiguousarray(x, np.float32), q_scale, q_zp, None, q_u8, None)
         if r is not None and (out_scale or r.shape != out_shape(x.shape) or r.dtype != np.float32):
             y = conv(x, None, "") if not out_scale else None
             if y is None:

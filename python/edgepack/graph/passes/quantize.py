@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from ...ptq.report import QuantizationReport
 from ..ir import Graph
-from .calibrate import calibrate, feed_batches, report_feeds
+from .calibrate import calibrate, feed_batches, peek, report_feeds
 from .convert import apply_layers, int8_layers, is_sparse
 from .keep_float import accuracy_search, below_db, scorer
 from .report import cumulative_sqnr, float_values, layer_rows, own_sqnr
@@ -61,7 +63,8 @@ class Quantized:
 def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights: str, activations: str,
                  method: str, percentile: float, keep_float_below_db: float | None, calibration,
                  report_batch, accuracy=None, max_drop: float = 0.01, chunk: int = _CHUNK,
-                 report_rows: int = _REPORT_ROWS, wrap=None, int8_depthwise: bool = False) -> Quantized:
+                 report_rows: int = _REPORT_ROWS, wrap=None, int8_depthwise: bool = False,
+                 small: frozenset = frozenset()) -> Quantized:
     """Steps 3 to 6 on a prepared graph (see :func:`prepare`).
 
     ``skipped`` holds target indices kept float; ``chunk`` is the rows per calibration pass of
@@ -71,7 +74,7 @@ def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights:
     """
     if keep_float_below_db is not None and calibration is None and report_batch is None:
         raise ValueError("keep_float_below_db needs data to measure SQNR: pass calibration= or report_batch=")
-    active = [t for t in targets if t.index not in skipped]
+    active = [t for t in targets if t.index not in skipped and t.index not in small]
 
     # -- calibrate (static activations; pruned layers always run dynamic) --------------------------
     qparams, first = {}, None
@@ -89,8 +92,8 @@ def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights:
     if feeds is not None:
         f_vals = float_values(g, feeds, targets)
         own = own_sqnr(f_vals, active, layers)
-    status = {t.index: "float (skip)" if t.index in skipped else "int8 sparse" if is_sparse(t) else "int8"
-              for t in targets}
+    status = {t.index: "float (skip)" if t.index in skipped else "float (small)" if t.index in small
+              else "int8 sparse" if is_sparse(t) else "int8" for t in targets}
     below_db(status, own, keep_float_below_db)
 
     def build(st):
@@ -110,6 +113,41 @@ def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights:
     rows = layer_rows(targets, status, layers, own, cum)
     batch = 0 if feeds is None else int(next(iter(feeds.values())).shape[0])
     return Quantized(qg, rows, layers, notes, out_sqnr, batch)
+
+
+def small_targets(g: Graph, targets: list[Target], batch, min_macs: int) -> set[int]:
+    """Indices of dense targets with fewer than ``min_macs`` multiply-adds per sample on ``batch``
+    (an array or dict of arrays with a batch axis; nothing when it is None or min_macs <= 0)."""
+    if batch is None or min_macs <= 0:
+        return set()
+    from ...nn import functional as F
+
+    feeds = next(iter(feed_batches(g, batch, 1)), None)
+    if feeds is None:
+        return set()
+    dense = [t for t in targets if not is_sparse(t)]
+    try:
+        shapes = {k: np.shape(v) for k, v in g.run(feeds, outputs=sorted({t.x for t in dense})).items()}
+    except (ValueError, TypeError):
+        return set()
+    out = set()
+    for t in dense:
+        shp = shapes.get(t.x)
+        if not shp:
+            continue
+        lay = t.layer
+        if t.op == "Conv":
+            h, w = (1, shp[-1]) if t.conv1d else shp[-2:]
+            try:
+                oh, ow = F.conv_output_hw(h, w, lay.kernel_size, lay.stride, lay.padding, lay.dilation, "conv")
+            except ValueError:
+                continue
+            macs = oh * ow * lay.out_channels * (lay.in_channels // lay.groups) * lay.kernel_size[0] * lay.kernel_size[1]
+        else:
+            macs = int(np.prod(shp[1:-1], dtype=np.int64)) * lay.in_features * lay.out_features
+        if macs < min_macs:
+            out.add(t.index)
+    return out
 
 
 def _skip_set(skip, targets: list[Target]) -> set[int]:
@@ -134,8 +172,13 @@ def _skip_set(skip, targets: list[Target]) -> set[int]:
 def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channel",
                    activations: str = "dynamic", method: str = "minmax", percentile: float = 99.99,
                    skip=(), keep_float_below_db: float | None = None, report_batch=None,
-                   accuracy=None, max_drop: float = 0.01) -> Graph:
+                   accuracy=None, max_drop: float = 0.01, min_macs: int = 32768) -> Graph:
     """The graph form of :func:`edgepack.quantize` (see there for the parameters).
+
+    Conv/Gemm/MatMul nodes doing fewer than ``min_macs`` multiply-adds per sample (measured on
+    the first calibration batch: squeeze-excitation 1x1 convs on a 1x1 map, tiny heads) stay
+    float ("float (small)" in the report): int8 would cost a quantize pass and a kernel call
+    for no work, and keeps their (few) weights float at no size cost worth having.
 
     ``skip`` takes node names or op types ("Conv", "Gemm", "MatMul", "SparseLinear", ...).
     Static depthwise convolutions get int8 activations too (``QConv2d(int8_depthwise=True)``),
@@ -158,10 +201,13 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
     if activations == "static" and calibration is None:
         raise ValueError("activations='static' needs calibration data (an array, a dict of arrays or an "
                          "iterable of them); use activations='dynamic' to quantize without it")
+    first, calibration = peek(calibration)
+    small = frozenset(small_targets(g, targets, report_batch if report_batch is not None else first,
+                                    min_macs)) - skipped
     r = run_quantize(g, targets, skipped, weights=weights, activations=activations, method=method,
                      percentile=percentile, keep_float_below_db=keep_float_below_db, calibration=calibration,
                      report_batch=report_batch, accuracy=accuracy, max_drop=max_drop,
-                     int8_depthwise=True)
+                     int8_depthwise=True, small=small)
     report = QuantizationReport(
         layers=r.rows,
         settings={"weights": weights, "activations": activations, "method": method, "percentile": percentile,
