@@ -108,8 +108,8 @@ def quantize_u8(x: np.ndarray, scale: float, zero_point: int, out: np.ndarray | 
 
 
 def _check_mode(activations, x_scale, x_zero_point):
-    if activations not in ("dynamic", "static"):
-        raise ValueError(f"activations must be 'dynamic' or 'static'; got {activations!r}")
+    if activations not in ("dynamic", "static", "weights_only"):
+        raise ValueError(f"activations must be 'dynamic', 'static' or 'weights_only'; got {activations!r}")
     if activations == "static":
         if x_scale is None or not float(x_scale) > 0 or not np.isfinite(float(x_scale)):
             raise ValueError(f"static activations need x_scale > 0; got {x_scale!r}")
@@ -195,6 +195,8 @@ class QLinear(_QBase):
         self.out_features = int(out_features)
         if self.in_features < 1 or self.out_features < 1:
             raise ValueError(f"in_features and out_features must be positive; got {in_features}, {out_features}")
+        if activations == "weights_only":
+            raise ValueError("QLinear runs int8 activations: activations must be 'dynamic' or 'static'")
         self.activations = activations
         self.x_scale, self.x_zero_point = _check_mode(activations, x_scale, x_zero_point)
         self.activation = _check_activation(activation)
@@ -262,7 +264,9 @@ class QConv2d(_QBase):
     cost no accuracy; ``kernel_path()`` says so.  With ``int8_depthwise=True`` (static activations;
     what :func:`edgepack.quantize` gives imported graphs) they quantize their input like the other
     layers and run the int8 depthwise kernel, so a chain of int8 layers stays int8 when the graph is
-    lowered to NHWC.  1x1 convolutions with stride 1 skip im2col.
+    lowered to NHWC.  ``activations="weights_only"`` keeps the int8 weights (4x smaller) but
+    computes in float32 like the depthwise path: for layers too small for int8 to pay (a
+    squeeze-excitation 1x1 conv on a 1x1 map).  1x1 convolutions with stride 1 skip im2col.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -328,7 +332,7 @@ class QConv2d(_QBase):
                                                         pads=self.padding, dilation=self.dilation,
                                                         groups=self.groups)
             return
-        if self.depthwise:
+        if self.depthwise or self.activations == "weights_only":
             self._wf = self.dequantized_weight()
             self._packed = []
             return
@@ -353,6 +357,9 @@ class QConv2d(_QBase):
         if self.depthwise and self.int8_depthwise:
             act = f" +{self.activation}" if self.activation else ""
             return f"int8 depthwise {_isa()} (static u8){act}"
+        if self.activations == "weights_only":
+            act = f" +{self.activation}" if self.activation else ""
+            return f"numpy f32 (int8 weights){act}"
         if self.depthwise:
             act = f" +{self.activation}" if self.activation else ""
             return f"numpy f32 depthwise (int8 weights){act}"
@@ -371,7 +378,7 @@ class QConv2d(_QBase):
             y = k.conv2d_int8(xq, self._packed, self.w_scale, self.bias, x_scale=self.x_scale,
                               x_zero_point=np.uint8(self.x_zero_point), activation=self.activation)
             return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
-        if self.depthwise:
+        if self.depthwise or self.activations == "weights_only":
             y = F.conv2d(x, self._wf, self.bias, self.stride, self.padding, self.dilation, self.groups)
             fn = ACTIVATIONS[self.activation]
             return y if fn is None else fn(y)

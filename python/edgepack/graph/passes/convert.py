@@ -28,7 +28,7 @@ def is_sparse(t: Target) -> bool:
 
 def int8_layers(targets: Iterable[Target], *, weights: str, activations: str,
                 qparams: dict[int, tuple[float, int]] | None = None,
-                int8_depthwise: bool = False) -> dict[int, object]:
+                int8_depthwise: bool = False, weights_only: frozenset = frozenset()) -> dict[int, object]:
     """``{target index: int8 layer}`` for every target given.
 
     Parameters
@@ -40,6 +40,9 @@ def int8_layers(targets: Iterable[Target], *, weights: str, activations: str,
         Dense targets only; static needs ``qparams[index] = (x_scale, x_zero_point)``.
     qparams : dict, optional
         From :func:`edgepack.graph.passes.calibrate.calibrate`.
+    weights_only : set of int
+        Conv targets that keep int8 weights but compute in float (``QConv2d(activations=
+        "weights_only")``): the ones too small for int8 arithmetic to pay.
     int8_depthwise : bool
         Static depthwise convolutions quantize their input and run the int8 depthwise kernel
         (``QConv2d(int8_depthwise=True)``) instead of float on dequantized weights.
@@ -48,6 +51,10 @@ def int8_layers(targets: Iterable[Target], *, weights: str, activations: str,
     for t in targets:
         if is_sparse(t):
             out[t.index] = t.layer.to_int8()
+            continue
+        if t.index in weights_only and t.op == "Conv":
+            out[t.index] = QConv2d.from_float(t.layer, weights=weights, activations="weights_only",
+                                              activation=t.activation)
             continue
         kw = {"weights": weights, "activations": activations, "activation": t.activation}
         if activations == "static":

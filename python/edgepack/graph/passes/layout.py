@@ -81,15 +81,16 @@ def _layer_conv(n, params):
     cfg = json.loads(n.attrs["config"])
     tens = dict(zip(n.attrs["tensors"], n.inputs[1:]))
     act = cfg.get("activation") or ""
-    if cfg.get("activations") != "static" or act not in ("", "relu", "silu"):
+    if cfg.get("activations") not in ("static", "weights_only") or act not in ("", "relu", "silu"):
         return None
     geom = {"strides": list(cfg["stride"]), "pads": list(cfg["padding"]), "dilations": list(cfg["dilation"]),
             "group": int(cfg["groups"]), "activation": act, "act_params": []}
     wq = params[tens["weight_q"]]
     depthwise = cfg["groups"] > 1 and cfg["groups"] == cfg["in_channels"]
     bias = [tens["bias"]] if "bias" in tens else []
-    if depthwise and not cfg.get("int8_depthwise"):
-        # QConv2d computes a depthwise layer in float32 with its dequantized int8 weights: so does this
+    if (depthwise and not cfg.get("int8_depthwise")) or cfg.get("activations") == "weights_only":
+        # QConv2d computes these (float depthwise, weights-only) in float32 with its dequantized int8
+        # weights: so does this
         wf = (wq.astype(np.float32) * params[tens["w_scale"]].reshape(-1, 1, 1, 1)).astype(np.float32)
         return "ConvNHWC", [n.inputs[0], ("param", wf)] + bias, geom
     zp = int(cfg["x_zero_point"])

@@ -74,17 +74,18 @@ def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights:
     """
     if keep_float_below_db is not None and calibration is None and report_batch is None:
         raise ValueError("keep_float_below_db needs data to measure SQNR: pass calibration= or report_batch=")
-    active = [t for t in targets if t.index not in skipped and t.index not in small]
+    active = [t for t in targets if t.index not in skipped]
 
     # -- calibrate (static activations; pruned layers always run dynamic) --------------------------
     qparams, first = {}, None
     if activations == "static":
-        qparams, first = calibrate(g, [t for t in active if not is_sparse(t)], calibration, method=method,
+        qparams, first = calibrate(g, [t for t in active if not is_sparse(t) and t.index not in small], calibration,
+                                   method=method,
                                    percentile=percentile, chunk=chunk)
 
     # -- convert ------------------------------------------------------------------------------------
     layers = int8_layers(active, weights=weights, activations=activations, qparams=qparams,
-                         int8_depthwise=int8_depthwise)
+                         int8_depthwise=int8_depthwise, weights_only=small)
 
     # -- per-node SQNR on the report batch; which stay float ----------------------------------------
     feeds = report_feeds(g, calibration, report_batch, report_rows, first)
@@ -92,7 +93,7 @@ def run_quantize(g: Graph, targets: list[Target], skipped: set[int], *, weights:
     if feeds is not None:
         f_vals = float_values(g, feeds, targets)
         own = own_sqnr(f_vals, active, layers)
-    status = {t.index: "float (skip)" if t.index in skipped else "float (small)" if t.index in small
+    status = {t.index: "float (skip)" if t.index in skipped else "int8 weights (small)" if t.index in small
               else "int8 sparse" if is_sparse(t) else "int8" for t in targets}
     below_db(status, own, keep_float_below_db)
 
@@ -125,7 +126,7 @@ def small_targets(g: Graph, targets: list[Target], batch, min_macs: int) -> set[
     feeds = next(iter(feed_batches(g, batch, 1)), None)
     if feeds is None:
         return set()
-    dense = [t for t in targets if not is_sparse(t)]
+    dense = [t for t in targets if t.op == "Conv"]     # small Gemm/MatMul stay int8: linear_int8 is cheap at M = 1
     try:
         shapes = {k: np.shape(v) for k, v in g.run(feeds, outputs=sorted({t.x for t in dense})).items()}
     except (ValueError, TypeError):
@@ -175,10 +176,10 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
                    accuracy=None, max_drop: float = 0.01, min_macs: int = 32768) -> Graph:
     """The graph form of :func:`edgepack.quantize` (see there for the parameters).
 
-    Conv/Gemm/MatMul nodes doing fewer than ``min_macs`` multiply-adds per sample (measured on
-    the first calibration batch: squeeze-excitation 1x1 convs on a 1x1 map, tiny heads) stay
-    float ("float (small)" in the report): int8 would cost a quantize pass and a kernel call
-    for no work, and keeps their (few) weights float at no size cost worth having.
+    Conv nodes doing fewer than ``min_macs`` multiply-adds per sample (measured on the first
+    calibration batch: squeeze-excitation 1x1 convs on a 1x1 map) keep int8 weights but compute
+    in float ("int8 weights (small)" in the report): int8 arithmetic would cost a quantize pass
+    and a kernel call for no work.
 
     ``skip`` takes node names or op types ("Conv", "Gemm", "MatMul", "SparseLinear", ...).
     Static depthwise convolutions get int8 activations too (``QConv2d(int8_depthwise=True)``),
