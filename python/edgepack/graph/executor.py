@@ -218,6 +218,13 @@ class Program:
         return need
 
 
+def _first_of(fn):
+    def first(*args):
+        r = fn(*args)
+        return r[0] if isinstance(r, (tuple, list)) else r
+    return first
+
+
 def _call(st: _Step, vals: list, graph):
     try:
         r = st.fn(*[vals[i] if i >= 0 else None for i in st.ins])
@@ -225,8 +232,13 @@ def _call(st: _Step, vals: list, graph):
         raise
     except MemoryError:
         raise NodeError(f"{graph.nodes[st.index].label()}: out of memory") from None
-    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
-        raise NodeError(f"{graph.nodes[st.index].label()}: {e}") from None
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError) as e:
+        # AttributeError: an operator handed a value of a kind a malformed graph feeds it
+        raise NodeError(f"{graph.nodes[st.index].label()}: {type(e).__name__}: {e}") from None
+    if len(st.outs) == 1 and isinstance(r, (tuple, list)):
+        # a multi-output operator (TopK, Split, ...) whose node names only its first output
+        st.fn = _first_of(st.fn)
+        r = r[0] if r else None
     res = (r,) if len(st.outs) == 1 else tuple(r)
     if len(res) < len(st.outs):
         res = res + (None,) * (len(st.outs) - len(res))
@@ -305,7 +317,8 @@ class Plan:
                     vals[s] = None
         except NodeError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, MemoryError):
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, MemoryError,
+                AttributeError):
             # Re-run step by step to name the node that failed (the fast loop has no bookkeeping).
             return self._execute_named(arrays)
         return [vals[s] for s in self.out_slots]
