@@ -121,8 +121,15 @@ def part_ocr():
     log(f"[ocr] distilled {n_steps} steps of {bs} lines in {train_s:.0f} s "
         f"({n_steps / max(train_s, 1e-9):.3f} steps/s, {n_steps * bs / max(train_s, 1e-9):.2f} lines/s)")
     pf = exact(p)
+    keep = os.environ.get("OCR_SAVE")
+    if keep:
+        edgepack.save(p, keep)      # the distilled float graph, to quantize or evaluate again later
     calib = xtr[:64]
-    q = edgepack.quantize(p, [calib[i:i + 8] for i in range(0, 64, 8)], activations="static")
+    try:
+        q = edgepack.quantize(p, [calib[i:i + 8] for i in range(0, 64, 8)], activations="static")
+    except ValueError as e:          # report the other figures even if quantization fails
+        log(f"[ocr] int8 quantization failed: {e}; figures below are for the pruned float graph")
+        q = p
     pq = exact(q)
     tg, tq = interleaved([g, q], xte, rounds=2 if QUICK else 5)
     bg, bq = file_bytes(g), file_bytes(q)
