@@ -74,8 +74,9 @@ class Program:
             consts = [self.consts.get(s) if s >= 0 else None for s in ins]
             try:
                 fn = d.make(node, consts)
-            except (ValueError, TypeError, KeyError, IndexError) as e:
-                raise ValueError(f"{n.label()}: {e}") from None
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, MemoryError) as e:
+                # (a hostile attribute value, e.g. a huge axis, must not escape as anything else)
+                raise ValueError(f"{n.label()}: {type(e).__name__}: {e}") from None
             outs = tuple(sid(v) if v else -1 for v in n.outputs)
             real_ins = [s for s in ins if s >= 0]
             if d.reads_shape_only:

@@ -61,6 +61,8 @@ def _scalar_int(v, what: str) -> int:
 def _axis_index(axis: int, sl) -> tuple:
     """An index putting ``sl`` on ``axis`` (negative axes count from the end) without knowing the
     rank: ``(:, :, sl)`` or ``(..., sl, :)``."""
+    if not -64 <= axis < 64:      # NumPy arrays have at most 64 dimensions
+        raise ValueError(f"axis {axis} is out of range for any tensor (NumPy allows 64 dimensions)")
     if axis >= 0:
         return (slice(None),) * axis + (sl,)
     return (Ellipsis, sl) + (slice(None),) * (-axis - 1)

@@ -37,7 +37,8 @@ def fold_constants(graph: Graph, max_elements: int = _FOLD_MAX) -> Graph:
             fn = d.make(node, consts)
             res = fn(*consts)
         except MemoryError:
-            raise ValueError(f"{n.label()}: folding this constant needs more memory than is available") from None
+            raise ValueError(f"{n.label()}: folding this constant needs more memory than is available "
+                             "(or a hostile attribute value)") from None
         except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError) as e:
             raise ValueError(f"{n.label()}: {e}") from None
         if len(n.outputs) == 1 and isinstance(res, (tuple, list)):
