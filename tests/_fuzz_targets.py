@@ -311,10 +311,14 @@ def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
             ints = [t for t in g.initializer if t.data_type == onnx.TensorProto.INT64]
             if ints:
                 t = c.pick(ints)
-                arr = numpy_helper.to_array(t).copy().reshape(-1)
-                if arr.size:
-                    arr[c.int(arr.size)] = c.pick([0, -1, -(2**40), 2**40, 2**62, 10**6, 3])
-                    t.CopyFrom(numpy_helper.from_array(arr.reshape(numpy_helper.to_array(t).shape), t.name))
+                try:   # an earlier mutation may have left this tensor unreadable: then leave it
+                    arr = numpy_helper.to_array(t).copy()
+                except (ValueError, TypeError):
+                    arr = np.zeros(0, np.int64)
+                flat = arr.reshape(-1)
+                if flat.size:
+                    flat[c.int(flat.size)] = c.pick([0, -1, -(2**40), 2**40, 2**62, 10**6, 3])
+                    t.CopyFrom(numpy_helper.from_array(flat.reshape(arr.shape), t.name))
         elif op == 1 and g.initializer:
             t = c.pick(list(g.initializer))
             if t.dims:
