@@ -119,10 +119,23 @@ def _qconv_nhwc(node, consts):
     params = _act_params(a["act_params"])
     act = a["activation"]
 
+    from ...kernels import _conv as kc
+
+    # Arguments validated once here (the public wrapper checks them per call: a few us that show
+    # on the small layers of a mobile network); the binding still checks the arrays.
+    kc._x_zero_point(x_zp, np.zeros(0, xdt))
+    code, p0, p1 = kc._activation(act or None, params if act else None)
+    code0, q0, q1 = kc._activation(None, None)
+    if out_scale:
+        kind, os_, ozp = (kc._OUT_U8 if odt == np.uint8 else kc._OUT_S8), out_scale, int(out_zp)
+    else:
+        kind, os_, ozp = kc._OUT_F32, 1.0, 0
+    zp_i = int(x_zp)
+
     def conv(x, r, act_):
-        return k.conv2d_int8(x, packed, ws, b, x_scale=x_scale, x_zero_point=x_zp, activation=act_ or None,
-                             act_params=params if act_ else None, residual=r, out_scale=out_scale,
-                             out_zero_point=out_zp)
+        if act_:
+            return _core.conv2d_int8(x, packed, ws, b, x_scale, zp_i, code, p0, p1, r, kind, os_, ozp, None)
+        return _core.conv2d_int8(x, packed, ws, b, x_scale, zp_i, code0, q0, q1, r, kind, os_, ozp, None)
 
     def out_shape(shape):
         return packed.output_shape(shape)
