@@ -248,6 +248,9 @@ def test_packed_properties_copy_and_same_pads():
     assert pack_conv_weights(np.ones((4, 1, 3, 3), np.int8), groups=4).route == "depthwise"
     np.testing.assert_array_equal(pack_conv_weights(wq[:, :, :1], groups=1).unpack(), wq[:, :, :1])
     assert pack_conv_weights(np.ones((4, 8, 1, 1), np.int8)).route == "direct"
+    assert pack_conv_weights(np.ones((4, 3, 7, 7), np.int8)).route == "im2row"
+    first = np.arange(-90, 90, dtype=np.int8)[:4 * 3 * 5 * 3].reshape(4, 3, 5, 3)
+    np.testing.assert_array_equal(pack_conv_weights(first).unpack(), first)
     dw = np.arange(-20, 25, dtype=np.int8).reshape(5, 1, 3, 3)
     np.testing.assert_array_equal(pack_conv_weights(dw, groups=5).unpack(), dw)
     assert pw.output_shape((2, 9, 4, 5)) == (2, 4, 4, 8)

@@ -42,7 +42,7 @@ struct ConvInt8 {
   std::unique_ptr<conv::Packed> packed;
 
   int64_t nbytes() const { return l.data_bytes + 4 * l.sum_len; }
-  const char* route() const { return l.depthwise ? "depthwise" : l.direct ? "direct" : "igemm"; }
+  const char* route() const { return l.depthwise ? "depthwise" : l.direct ? "direct" : l.im2row ? "im2row" : "igemm"; }
   // (OH, OW) for an H x W input; ValueError naming x when the kernel does not fit.
   std::array<int64_t, 2> out_hw(int64_t h, int64_t w) const {
     const int64_t oh = conv::out_size(h, g.kh, g.sh, g.dh, g.pt, g.pb);

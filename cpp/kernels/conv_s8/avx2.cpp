@@ -92,7 +92,7 @@ __attribute__((noinline)) void conv_epilogue(const IgemmArgs& a, int64_t m0, int
       const int64_t c = p0 * gemm::kNR + h * 8;
       const int64_t left = a.b.n - c;
       if (left > 0)
-        store8(*a.epi, m0 + r, a.n_off + c,
+        store8(*a.epi, a.out_row0 + m0 + r, a.n_off + c,
                _mm256_load_si256(reinterpret_cast<const __m256i*>(res + (r * 2 + h) * 8)), left);
     }
 }

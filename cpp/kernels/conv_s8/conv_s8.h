@@ -15,6 +15,10 @@
 //            per input shape (-1: a zero-point row); never an im2col copy;
 //            when Cg % 4 != 0 the input is first copied once into a channel-padded layout
 //            (pixel stride groups * cp, pad bytes = zp) so a 4-byte group never leaves its pixel;
+//   im2row   shallow inputs (Cg <= 4, more than one tap: a 3-channel first layer): per-tap padding
+//            would waste up to 3/4 of the MACs and give one k group per tap, so each task copies
+//            its rows' windows (K = taps * Cg, padded to 4 at the end) into a per-thread buffer
+//            and runs the direct route on it;
 //   depthwise groups == Cin == Cout: channels in vector lanes, weights [taps][cpad] int8.
 // The activation value shift of the unsigned-times-signed dot products (XOR 0x80) and the zero
 // point are folded into the accumulator's start: acc = corr * colsum[n] + sum A'.W.
@@ -77,6 +81,7 @@ struct IgemmArgs {
   int32_t corr = 0;                 // accumulator start = corr * colsum[n]
   PackedB b;                        // this group's weights: n = Cout/groups, k = taps * cp
   int64_t n_off = 0;                // first output channel of this group
+  int64_t out_row0 = 0;             // output row of A row 0 (im2row: a task's rows start at 0)
   const ConvEpi* epi = nullptr;
 };
 // Rows [m0, m1) x panels [p0, p1) of one group, over all of K. Called concurrently on disjoint blocks.
@@ -119,8 +124,8 @@ struct Geom {
 
 // Bytes of packed storage for weights of this geometry, and the cp / cpad of its layout.
 struct Layout {
-  bool depthwise = false, direct = false, padded_copy = false;
-  int64_t cg = 0, coutg = 0, taps = 0, cp = 0, kdim = 0;   // kdim = taps * cp
+  bool depthwise = false, direct = false, padded_copy = false, im2row = false;
+  int64_t cg = 0, coutg = 0, taps = 0, cp = 0, kdim = 0;   // kdim = taps * cp (im2row: round_up(taps * cg, 4))
   int64_t group_bytes = 0, group_colsum = 0;               // per group (igemm)
   int64_t cpad = 0;                                        // depthwise
   int64_t data_bytes = 0, sum_len = 0;                     // total int8 bytes, int32 count

@@ -24,7 +24,7 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // Grow-only per-thread scratch: nothing is allocated once a thread has seen the largest call.
 // Only the calling thread writes it; pool workers read it during the same call.
 struct Scratch {
-  std::vector<uint8_t> zbuf, copy;
+  std::vector<uint8_t> zbuf, copy, rows;
   std::vector<int32_t> init;
   std::vector<IgemmArgs> groups;
 };
@@ -61,7 +61,9 @@ Layout layout(const Geom& g) {
   }
   l.cp = round_up(l.cg, kRound);
   l.kdim = l.taps * l.cp;
-  l.padded_copy = l.cp != l.cg;
+  l.im2row = l.cg <= kRound && l.taps > 1;
+  if (l.im2row) l.kdim = round_up(l.taps * l.cg, kRound);
+  l.padded_copy = l.cp != l.cg && !l.im2row;
   l.direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.pb == 0 &&
              g.pr == 0 && !l.padded_copy;
   l.group_bytes = gemm::packed_data_bytes(l.coutg, l.kdim);
@@ -86,15 +88,16 @@ Status pack(const Geom& g, const int8_t* w, int8_t* data, int32_t* sums) {
       }
     return Status::good();
   }
-  // Each group is a GEMM weight matrix [Cout/groups][taps * cp], K ordered (kh, kw, c), packed by
-  // the gemm_s8 packer.
+  // Each group is a GEMM weight matrix [Cout/groups][kdim], K ordered (kh, kw, c), each tap's
+  // channels padded to cp (im2row: packed back to back, cg per tap), packed by the gemm_s8 packer.
+  const int64_t tstride = l.im2row ? l.cg : l.cp;
   std::vector<int8_t> w2(static_cast<size_t>(l.coutg * l.kdim));
   for (int64_t gi = 0; gi < g.groups; ++gi) {
     std::fill(w2.begin(), w2.end(), int8_t(0));
     for (int64_t n = 0; n < l.coutg; ++n)
       for (int64_t c = 0; c < l.cg; ++c)
         for (int64_t t = 0; t < l.taps; ++t)
-          w2[n * l.kdim + t * l.cp + c] = w[((gi * l.coutg + n) * l.cg + c) * l.taps + t];
+          w2[n * l.kdim + t * tstride + c] = w[((gi * l.coutg + n) * l.cg + c) * l.taps + t];
     const Status st = gemm::pack(w2.data(), l.coutg, l.kdim, l.kdim, data + gi * l.group_bytes, sums + gi * l.group_colsum);
     if (!st.ok()) return st;
   }
@@ -108,6 +111,7 @@ void unpack(const Geom& g, const int8_t* data, int8_t* w) {
       for (int64_t t = 0; t < l.taps; ++t) w[c * l.taps + t] = data[t * l.cpad + c];
     return;
   }
+  const int64_t tstride = l.im2row ? l.cg : l.cp;
   std::vector<int8_t> w2(static_cast<size_t>(l.coutg * l.kdim));
   for (int64_t gi = 0; gi < g.groups; ++gi) {
     PackedB b;
@@ -120,7 +124,7 @@ void unpack(const Geom& g, const int8_t* data, int8_t* w) {
     for (int64_t n = 0; n < l.coutg; ++n)
       for (int64_t c = 0; c < l.cg; ++c)
         for (int64_t t = 0; t < l.taps; ++t)
-          w[((gi * l.coutg + n) * l.cg + c) * l.taps + t] = w2[n * l.kdim + t * l.cp + c];
+          w[((gi * l.coutg + n) * l.cg + c) * l.taps + t] = w2[n * l.kdim + t * tstride + c];
   }
 }
 
@@ -157,6 +161,36 @@ std::shared_ptr<const Plan> build_plan(const Geom& g, const Layout& l, int64_t h
           *o++ = in ? static_cast<int32_t>((iy * w + ix) * pix_stride) : -1;
         }
   return p;
+}
+
+// im2row: rows [m0, m1) of group gi as rows of kdim bytes in `out`: each tap's cg channels back to
+// back, K ordered (kh, kw, c); taps outside the image and the tail up to kdim hold the zero point.
+void im2row(const Geom& g, const Layout& l, const uint8_t* x, int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t gi,
+            uint8_t zp, int64_t m0, int64_t m1, uint8_t* out) {
+  const int64_t cg = l.cg, span = g.kw * cg;
+  const bool contiguous = g.dw == 1 && g.groups == 1;  // a kernel row's taps are adjacent pixels
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t img = m / (oh * ow), pix = m - img * oh * ow, oy = pix / ow, ox = pix - oy * ow;
+    const uint8_t* xi = x + img * h * w * g.cin + gi * cg;
+    uint8_t* o = out + (m - m0) * l.kdim;
+    const int64_t ix0 = ox * g.sw - g.pl;
+    const bool row_in = ix0 >= 0 && ix0 + (g.kw - 1) * g.dw < w;
+    for (int64_t ky = 0; ky < g.kh; ++ky, o += span) {
+      const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+      if (iy < 0 || iy >= h) {
+        std::memset(o, zp, static_cast<size_t>(span));
+      } else if (contiguous && row_in) {
+        std::memcpy(o, xi + (iy * w + ix0) * g.cin, static_cast<size_t>(span));
+      } else {
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t ix = ix0 + kx * g.dw;
+          if (ix < 0 || ix >= w) std::memset(o + kx * cg, zp, static_cast<size_t>(cg));
+          else std::memcpy(o + kx * cg, xi + (iy * w + ix) * g.cin, static_cast<size_t>(cg));
+        }
+      }
+    }
+    std::memset(o, zp, static_cast<size_t>(l.kdim - l.taps * cg));
+  }
 }
 
 }  // namespace
@@ -250,7 +284,7 @@ void Packed::run(const uint8_t* x, bool x_u8, int32_t zp, int64_t n, int64_t h, 
     xin = cp;
   }
   std::shared_ptr<const Plan> plan;
-  if (!l.direct) {
+  if (!l.direct && !l.im2row) {
     std::lock_guard<std::mutex> lk(cache_->m);
     auto& v = cache_->plans;
     for (size_t i = 0; i < v.size(); ++i)
@@ -277,8 +311,8 @@ void Packed::run(const uint8_t* x, bool x_u8, int32_t zp, int64_t n, int64_t h, 
     a.ind = plan ? plan->ind.data() : nullptr;
     a.pix_stride = pix_stride;
     a.zbuf = zbuf;
-    a.taps = l.taps;
-    a.cp = l.cp;
+    a.taps = l.im2row ? 1 : l.taps;
+    a.cp = l.im2row ? l.kdim : l.cp;
     a.goff = gi * (l.padded_copy ? l.cp : l.cg);
     a.m = M;
     a.xor80 = flip;
@@ -318,7 +352,20 @@ void Packed::run(const uint8_t* x, bool x_u8, int32_t zp, int64_t n, int64_t h, 
     const int64_t per = mchunks * nchunks, gi = t / per, r = t % per, mi = r % mchunks, ni = r / mchunks;
     const int64_t m0 = mi * mc, m1 = std::min(M, m0 + mc);
     const int64_t p0 = (ntiles * ni / nchunks) * np, p1 = std::min(P, (ntiles * (ni + 1) / nchunks) * np);
-    if (m0 < m1 && p0 < p1) ops.igemm(args[gi], m0, m1, p0, p1);
+    if (m0 >= m1 || p0 >= p1) return;
+    if (!l.im2row) {
+      ops.igemm(args[gi], m0, m1, p0, p1);
+      return;
+    }
+    // This task's rows, copied into the worker's own grow-only buffer, then the direct route.
+    uint8_t* rows = grow(scratch().rows, (m1 - m0) * l.kdim);
+    im2row(g, l, x, h, w, oh, ow, gi, static_cast<uint8_t>(zp), m0, m1, rows);
+    IgemmArgs a = args[gi];
+    a.x = rows;
+    a.pix_stride = l.kdim;
+    a.goff = 0;
+    a.out_row0 = m0;
+    ops.igemm(a, 0, m1 - m0, p0, p1);
   }, nt);
 }
 

@@ -42,7 +42,7 @@ void igemm(const IgemmArgs& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
         }
       }
       const int64_t n0 = p * kNR, nn = (b.n - n0) < kNR ? (b.n - n0) : kNR;
-      for (int64_t j = 0; j < nn; ++j) conv::store_ref(*a.epi, m, a.n_off + n0 + j, static_cast<int32_t>(acc[j]));
+      for (int64_t j = 0; j < nn; ++j) conv::store_ref(*a.epi, a.out_row0 + m, a.n_off + n0 + j, static_cast<int32_t>(acc[j]));
     }
 }
 

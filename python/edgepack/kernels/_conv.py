@@ -86,8 +86,10 @@ class ConvInt8(_core.ConvInt8):
     pads : tuple[int, int, int, int]
         ``(top, left, bottom, right)``.
     route : str
-        ``"depthwise"``, ``"direct"`` (1x1, stride 1, no padding: a plain GEMM over N*H*W rows)
-        or ``"igemm"`` (implicit GEMM through the indirection buffer).
+        ``"depthwise"``, ``"direct"`` (1x1, stride 1, no padding: a plain GEMM over N*H*W rows),
+        ``"igemm"`` (implicit GEMM through the indirection buffer) or ``"im2row"`` (at most 4
+        input channels per group, e.g. an RGB first layer: each task copies its rows' windows,
+        ``KH*KW*Cin/groups`` bytes, into a per-thread buffer instead of padding every tap to 4).
     nbytes : int
         Bytes of packed weights.
     """
@@ -218,8 +220,9 @@ def conv2d_int8(
         q = clip(round_half_even(y * (1 / out_scale)), qmin - zp, qmax - zp) + zp  (uint8 / int8)
 
     Routes (chosen by the layer): depthwise kernels when ``groups == Cin == Cout``; a plain GEMM over
-    N*H*W rows for 1x1 stride 1 without padding; otherwise an implicit GEMM (indirection buffer,
-    zero-point padding, no im2col copy). Threads split output pixels and output channels, never
+    N*H*W rows for 1x1 stride 1 without padding; per-task im2row for at most 4 input channels per
+    group (first layers); otherwise an implicit GEMM (indirection buffer, zero-point padding, no
+    im2col copy). Threads split output pixels and output channels, never
     the reduction, at batch 1 too; the GIL is released.
 
     Parameters
