@@ -73,7 +73,7 @@ if [[ ${EDGEPACK_SAN_PYTHON:-1} != 0 ]]; then
   cp "$pdir"/_core*.so "$pdir/pkg/edgepack/"
   preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
   tests=()
-  for f in tests/test_dispatch.py tests/test_quantize*.py tests/test_gemm*.py tests/test_sparse*.py tests/test_attention.py tests/test_conv_int8.py tests/test_stress.py; do
+  for f in tests/test_dispatch.py tests/test_quantize*.py tests/test_gemm*.py tests/test_sparse*.py tests/test_attention.py tests/test_conv_int8.py tests/test_conv_f32.py tests/test_stress.py; do
     [[ -e $f ]] && tests+=("$f")
   done
   echo "== python extension under address+undefined: pytest ${tests[*]}; fuzz kernels"

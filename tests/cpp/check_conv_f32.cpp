@@ -129,7 +129,7 @@ Problem make(const Case& c, int variant, Rng& r) {
   p.packed.assign(size_t(convf::packed_floats(g)), 0.0f);
   convf::pack(g, p.wt.data(), p.packed.data());
   p.off.resize(size_t(convf::plan_offsets(g, c.h, c.w)));
-  p.zero.resize(size_t(convf::plan_zeros(g)));
+  p.zero.resize(size_t(convf::plan_zeros(g, c.w)));
   convf::build_plan(g, c.h, c.w, p.off.data(), p.zero.data(), &p.plan);
   p.ep = epilogue(variant);
   p.use_res = variant % 2 == 1;

@@ -195,15 +195,18 @@ void run_gemm(const Geometry& g, const float* packed, const ConvPlan& plan, cons
           for (int64_t r = 0; r < rows; ++r) a[r] = xg + (m + r) * g.cin;
           continue;
         }
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t pix = m + r, img = pix / hw_out, p = pix - img * hw_out;
+        // Image and pixel of the tile's first row by one division, then stepped (a division per
+        // row cost ~15% of a layer with 27 multiply-adds per output).
+        int64_t img = m / hw_out, p = m - img * hw_out;
+        for (int64_t r = 0; r < rows; ++r, ++p) {
+          if (p == hw_out) p = 0, ++img;
           const float* base = xg + img * img_in;
           const int64_t* off = plan.off + p * etaps;
           for (int64_t tp = 0; tp < etaps; ++tp) {
             const int64_t o = off[tp];
             a[tp * amr + r] = o >= 0 ? base + o
                               : o == kPlanZero ? plan.zero
-                                               : border_run(g, plan, base, p, tp, brd + (pix - s0) * K + tp * ecin);
+                                               : border_run(g, plan, base, p, tp, brd + (m + r - s0) * K + tp * ecin);
           }
         }
       }
