@@ -49,6 +49,9 @@ def run_ray(tasks, ref: ModelRef, address, workers, threads, max_retries, on_res
     actors = []
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
+        if workers is not None and workers * threads > cpus:
+            raise ValueError(f"workers ({workers}) x threads_per_worker ({threads}) = {workers * threads} exceeds "
+                             f"the Ray cluster's {cpus} CPUs; lower one of them")
         n = min(workers or max(1, cpus // threads), len(tasks))
         stats["workers"] = n
         cls = ray.remote(ShardActor).options(num_cpus=0.5 * threads, max_restarts=-1, max_task_retries=0)
