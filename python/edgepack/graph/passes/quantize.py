@@ -134,7 +134,6 @@ def small_targets(g: Graph, targets: list[Target], batch, min_macs: int) -> set[
     out = set()
     for t in dense:
         shp = shapes.get(t.x)
-        first_layer = t.layer.groups == 1 and t.layer.in_channels <= 4
         if not shp:
             continue
         lay = t.layer
@@ -147,10 +146,7 @@ def small_targets(g: Graph, targets: list[Target], batch, min_macs: int) -> set[
             macs = oh * ow * lay.out_channels * (lay.in_channels // lay.groups) * lay.kernel_size[0] * lay.kernel_size[1]
         else:
             macs = int(np.prod(shp[1:-1], dtype=np.int64)) * lay.in_features * lay.out_features
-        # A first layer (<= 4 input channels: an image) pads its 3 channels to the int8 kernel's
-        # 4-byte groups and runs slower than float until it is large (a 7x7 ResNet stem is 2x
-        # faster in int8, a 3x3 stride-2 stem on a 48-pixel-high text line 1.3-2x slower).
-        if macs < min_macs or (first_layer and macs < 256 * min_macs):
+        if macs < min_macs:
             out.add(t.index)
     return out
 
@@ -181,9 +177,9 @@ def quantize_graph(graph: Graph, calibration=None, *, weights: str = "per_channe
     """The graph form of :func:`edgepack.quantize` (see there for the parameters).
 
     Conv nodes doing fewer than ``min_macs`` multiply-adds per sample (measured on the first
-    calibration batch: squeeze-excitation 1x1 convs on a 1x1 map), and first layers (<= 4 input
-    channels) under 256x that, keep int8 weights but compute in float ("int8 weights (small)" in
-    the report): there int8 arithmetic costs more than it saves.
+    calibration batch: squeeze-excitation 1x1 convs on a 1x1 map) keep int8 weights but compute
+    in float ("int8 weights (small)" in the report): there int8 arithmetic costs more than it
+    saves.
 
     ``skip`` takes node names or op types ("Conv", "Gemm", "MatMul", "SparseLinear", ...).
     Depthwise convolutions keep int8 weights and compute in float, as for module trees: on the
