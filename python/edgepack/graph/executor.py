@@ -182,10 +182,24 @@ class Program:
         needed = self._needed(out_slots, set(self.consts))
         baked: dict[int, np.ndarray] = dict(self.consts)
         keep_steps = []
-        for st in self.steps:
-            if st.index not in needed:
-                continue
+        run = [st for st in self.steps if st.index in needed]
+        # Values are freed after their last use here too: this run sees a new input shape, and a
+        # large batch through a large graph must not hold every intermediate at once.
+        last: dict[int, int] = {}
+        for k, st in enumerate(run):
+            for s in st.ins:
+                if s >= 0:
+                    last[s] = k
+        keep = set(self.consts) | set(out_slots) | set(self.input_slots)
+        frees: list[list[int]] = [[] for _ in run]
+        for s, k in last.items():
+            if s not in keep:
+                frees[k].append(s)
+        for k, st in enumerate(run):
             res = _call(st, vals, self.graph)
+            for s in frees[k]:
+                if s not in baked:
+                    vals[s] = None
             if st.index in self.derived_nodes and all(
                     s < 0 or (isinstance(r, np.ndarray) and r.size <= _BAKE_MAX) for s, r in zip(st.outs, res)):
                 for s, r in zip(st.outs, res):
