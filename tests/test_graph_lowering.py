@@ -99,3 +99,25 @@ def test_hardswish_patterns_and_bias_add_fuse(rng):
     assert set(lg.op_counts()) == {"edgepack.ConvNHWC", "Transpose"}
     x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32) * 3
     _close(g(x), g.program(lowered=False).run({"x": x})["y"], 2e-5)
+
+
+def test_int8_chain_through_maxpool_is_exact(rng):
+    """Conv -> Relu -> MaxPool -> Conv: the first int8 conv writes uint8 for the second, MaxPool
+    runs on the uint8 tensor (max commutes with the monotone quantization), and the result equals
+    the NCHW int8 layers' bit for bit."""
+    w1 = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    gr = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 16, 16])],
+                           initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    g = edgepack.from_onnx(helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)]))
+    q = edgepack.quantize(g, rng.standard_normal((8, 3, 32, 32)).astype(np.float32), activations="static")
+    lq = lower_for_inference(q)
+    first = next(n for n in lq.nodes if n.op == "QConvNHWC")
+    assert first.attrs.get("out_scale") and first.attrs.get("out_dtype") == "uint8"
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(q.run({"x": x})["y"], q.program(lowered=False).run({"x": x})["y"])

@@ -11,8 +11,10 @@ on); :func:`lower_for_inference` derives the graph that actually runs, once per 
    edges (a tf2onnx model's NHWC input feeds the first convolution directly);
 3. the activation after a convolution (Relu, Clip/Relu6, HardSigmoid, HardSwish in its exporter
    forms, Sigmoid, SiLU as x*Sigmoid(x), LeakyRelu, Tanh) and a residual Add go into its epilogue;
-4. an int8 convolution feeding only another int8 convolution writes that layer's quantized input
-   directly (uint8/int8), so consecutive int8 layers never go through float32.
+4. an int8 convolution feeding another int8 convolution, directly or through scale-preserving
+   operators (Transpose, MaxPool, Reshape, Flatten, (Un)Squeeze), writes that layer's quantized
+   input (uint8/int8): those operators run on the int8 tensor, and the activations between
+   consecutive int8 layers never go through float32.
 """
 
 from __future__ import annotations
@@ -408,20 +410,39 @@ def _two_use_act(y, users, idx, uses, nodes, params, conv_op):
     return None
 
 
+# Operators that commute with a monotone per-tensor quantization, so running them on the uint8/
+# int8 tensor gives exactly the quantization of their float result: data movement and max pooling
+# (its padding never wins a max). Relu is not here: in the quantized domain it is max(q, zp).
+_SCALE_PRESERVING = {"Transpose", "MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+
+
 def _chain_int8(g: Graph) -> Graph:
-    """An int8 conv whose only consumer is another int8 conv's input writes that input quantized."""
+    """An int8 conv whose output reaches another int8 conv's input only through scale-preserving
+    operators writes that input quantized (uint8/int8), so the activations between them never go
+    through float32."""
     uses = _uses(g)
+    prod = {v: k for k, n in enumerate(g.nodes) for v in n.outputs if v}
     nodes = list(g.nodes)
     for i, c in enumerate(nodes):
         if c.op != "QConvNHWC" or c.domain != EDGEPACK_DOMAIN or float(c.attrs.get("out_scale", 0.0)):
             continue
         if _has_residual(c):
             continue
-        us = uses.get(c.outputs[0], [])
-        if len(us) != 1 or us[0] < 0:
-            continue
-        nxt = nodes[us[0]]
-        if nxt.op != "QConvNHWC" or nxt.domain != EDGEPACK_DOMAIN or nxt.inputs[0] != c.outputs[0]:
+        v = c.outputs[0]
+        nxt = None
+        for _ in range(16):
+            us = uses.get(v, [])
+            if len(us) != 1 or us[0] < 0:
+                break
+            m = nodes[us[0]]
+            if m.op == "QConvNHWC" and m.domain == EDGEPACK_DOMAIN and m.inputs[0] == v:
+                nxt = m
+                break
+            if m.domain not in _ONNX or m.op not in _SCALE_PRESERVING or m.inputs[0] != v or \
+                    len([o for o in m.outputs if o]) != 1:
+                break
+            v = m.outputs[0]
+        if nxt is None:
             continue
         nodes[i] = dataclasses.replace(c, attrs=dict(c.attrs, out_scale=float(nxt.attrs["x_scale"]),
                                                      out_zero_point=int(nxt.attrs["x_zero_point"]),
