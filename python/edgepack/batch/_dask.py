@@ -9,6 +9,7 @@ raised (bad rows, wrong options): Dask's own ``retries=`` would retry bad rows t
 from __future__ import annotations
 
 import os
+import uuid
 
 from ._io import require
 
@@ -79,8 +80,13 @@ def run_dask(tasks, ref: ModelRef, client, address, workers, threads, max_retrie
         by_key: dict[str, dict] = {}
         live = []
 
+        # Keys unique to this run: the scheduler keeps a key's result (or error) while any client
+        # holds it, and the same shard in another run (another output directory, on_error) must
+        # not get that result instead of running.
+        run_id = uuid.uuid4().hex[:12]
+
         def submit(t):
-            key = f"edgepack-shard-{t['shard_id']}-{attempts.get(t['index'], 0)}"
+            key = f"edgepack-shard-{t['shard_id']}-{run_id}-{attempts.get(t['index'], 0)}"
             f = client.submit(process_shard, t, key=key, pure=False, retries=0)
             by_key[f.key] = t
             live.append(f)
