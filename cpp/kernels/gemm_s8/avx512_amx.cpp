@@ -15,10 +15,13 @@
 // copy with rows zero-padded to a multiple of 64 (GemmOps::ka); one tile configuration covers
 // the whole K (LDTILECFG zeroes the tiles, so a K tail cannot be reconfigured mid-sum).
 // Over-reads: the last k step of a panel whose kp is not a multiple of 64 reads up to 15 B rows
-// past the panel. They are multiplied by A's zero pad, so their values never matter; inside the
-// packed data they are the next panel's rows, and for the last panel (where they would leave
-// the allocation) the step is read from a zero-padded 1 KiB copy. A and C are never over-read
-// or over-written: M tails use a configuration with fewer tile rows.
+// (960 bytes) past the panel. They are multiplied by A's zero pad, so their values never matter
+// while they stay inside the packed data (the following panels' rows). For the last
+// ceil(overrun / panel bytes) panels they would leave it (for K <= 16 a panel is 64-256 bytes, so
+// up to 15 panels): their last step is read from zero-padded 1 KiB copies made by the task that
+// needs them. The kernel never reads outside panels * kp * 16 bytes, so a PackedB needs no slack
+// (found by the emulated build under ASan). A and C are never over-read or over-written: M tails
+// use a configuration with fewer tile rows.
 //
 // Blocks (tile numbers are literals: the intrinsics paste them into the mnemonic):
 //   2x2, 32 rows x 2 panels: C 0-3, A 4-5, B 6-7; per 64-k step 2 A + 2 B loads for 4 TDPBSSD.
@@ -88,16 +91,19 @@ void config_1x4(int r) {
   EP_TILE_CONFIG(&c);
 }
 
+// The most panels whose last step can leave the packed data: 960 bytes over, 64-byte panels.
+constexpr int kMaxTailPanels = 15;
+
 // Where each B tile comes from.
 struct BSrc {
   const int8_t* data;
   int64_t pstride;      // bytes per panel (kp * 16)
   int64_t steps;        // 64-k steps: ceil(kp / 64)
-  int64_t last;         // index of the matrix's last panel
-  const int8_t* tail;   // its last step, zero padded, when that step would leave the data; else null
+  int64_t first_tail;   // panels from here on read their last step from `tails` (panels: none)
+  const int8_t* tails;  // [panel - first_tail][1024]: those steps, zero padded
   EP_INLINE const int8_t* at(int64_t p, int64_t kb) const { return data + p * pstride + kb * kTileBytes; }
   EP_INLINE const int8_t* step(int64_t p, int64_t kb) const {
-    return (tail && p == last && kb + 1 == steps) ? tail : at(p, kb);
+    return (p >= first_tail && kb + 1 == steps) ? tails + (p - first_tail) * kTileBytes : at(p, kb);
   }
 };
 
@@ -225,14 +231,18 @@ void block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   B.data = g.b.data;
   B.pstride = g.b.kp * gemm::kNR;
   B.steps = (g.b.kp + kTileK - 1) / kTileK;
-  B.last = g.b.panels - 1;
-  B.tail = nullptr;
-  alignas(64) int8_t tail[kTileBytes];
+  B.first_tail = g.b.panels;
+  alignas(64) int8_t tails[kMaxTailPanels * kTileBytes];
+  B.tails = tails;
   const int64_t valid = g.b.kp / gemm::kKU - (B.steps - 1) * kTileRows;  // B rows of the last step in the panel
-  if (B.steps > 0 && valid < kTileRows && p1 == g.b.panels) {
-    std::memcpy(tail, B.at(B.last, B.steps - 1), static_cast<size_t>(valid * 64));
-    std::memset(tail + valid * 64, 0, static_cast<size_t>((kTileRows - valid) * 64));
-    B.tail = tail;
+  if (B.steps > 0 && valid < kTileRows) {
+    const int64_t over = (kTileRows - valid) * 64, unsafe = (over + B.pstride - 1) / B.pstride;
+    B.first_tail = g.b.panels - (unsafe < g.b.panels ? unsafe : g.b.panels);
+    for (int64_t p = p0 > B.first_tail ? p0 : B.first_tail; p < p1; ++p) {
+      int8_t* t = tails + (p - B.first_tail) * kTileBytes;
+      std::memcpy(t, B.at(p, B.steps - 1), static_cast<size_t>(valid * 64));
+      std::memset(t + valid * 64, 0, static_cast<size_t>(over));
+    }
   }
   alignas(64) int32_t res[kMR * kNP * 16];  // 32 x 32, or 16 x 64 for the 1x4 block
   const int64_t full = rows / kMR * kMR, rest = rows - full;
