@@ -214,3 +214,32 @@ def test_threads_split_over_m_and_n(amx, threads):
             np.testing.assert_array_equal(gemm_int8(a, pack_weights(w)), ref_gemm(a, w))
     finally:
         edgepack.set_num_threads(prev)
+
+
+# ---- benchmarks ------------------------------------------------------------------------------
+
+
+def test_bench_gemm_reports_amx_peak_or_why_not(capsys):
+    from edgepack.benchsuite.gemm import main
+
+    assert main(["--shapes", "4x64x40", "40x128x48", "--threads", "1", "--quick", "--no-ort"]) == 0
+    text = capsys.readouterr().out
+    if AMX_AVAILABLE:
+        assert "avx512_amx TDPBSSD loop" in text
+    elif X86:
+        assert f"AMX not available: {INFO['amx_reason']}" in text
+
+
+def test_bench_crossover(capsys, monkeypatch):
+    import edgepack.benchsuite.gemm as g
+
+    # Small shapes: under the emulated test build the tiles are a slow scalar model.
+    monkeypatch.setattr(g, "CROSS_KN", ((128, 64),))
+    monkeypatch.setattr(g, "CROSS_M", (1, 2, 16))
+    monkeypatch.setattr(g, "CROSS_K", (16, 64))
+    assert g.main(["--crossover", "--quick"]) == 0
+    text = capsys.readouterr().out
+    if AMX_AVAILABLE:
+        assert "EDGEPACK_AMX_MIN_M=" in text and _core.gemm_get_route() in ((0, 0), (2, 17))
+    elif X86:
+        assert "AMX not available" in text
