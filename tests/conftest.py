@@ -4,15 +4,53 @@ import numpy as np
 import pytest
 
 import edgepack
+from edgepack import _core
 
 ISAS = edgepack.available_isas()
+_INFO = edgepack.cpu_info()
+
+# The AMX path joins `isa` by itself where it is available. Where it is built but this machine
+# cannot run it, its cases are still listed and skip with the detector's reason, so a missing AMX
+# shows in every run instead of passing silently.
+AMX_AVAILABLE = "avx512_amx" in ISAS
+if _INFO["features"].get("amx_int8"):
+    AMX_SKIP_REASON = f"AMX-INT8 is present but not usable here (cpu_info()['amx_reason'] = {_INFO['amx_reason']!r})"
+else:
+    AMX_SKIP_REASON = f"this CPU has no AMX-INT8 (cpu_info()['amx_reason'] = {_INFO['amx_reason']!r})"
+_PARAMS = ISAS + (["avx512_amx"] if "avx512_amx" in _INFO["built"] and not AMX_AVAILABLE else [])
 
 
-@pytest.fixture(params=ISAS)
+def _use_amx():
+    """avx512_amx with every shape on its own kernel (the small-shape route to avx512_vnni is
+    tested on its own in test_amx.py; VNNI has its own `isa` cases)."""
+    prev_isa = edgepack.get_isa()
+    edgepack.set_isa("avx512_amx")
+    _core.gemm_set_route(0, 0)
+    try:
+        yield "avx512_amx"
+    finally:
+        _core.gemm_set_route(-1, -1)
+        edgepack.set_isa(prev_isa)
+
+
+@pytest.fixture(params=_PARAMS)
 def isa(request):
     """Runs the test once per path this machine can run (edgepack.set_isa, as EDGEPACK_ISA does)."""
+    if request.param not in ISAS:
+        pytest.skip(AMX_SKIP_REASON)
+    if request.param == "avx512_amx":
+        yield from _use_amx()
+        return
     with edgepack.use_isa(request.param):
         yield request.param
+
+
+@pytest.fixture
+def amx():
+    """The avx512_amx path forced, every shape on the AMX kernel; skips with the reason elsewhere."""
+    if not AMX_AVAILABLE:
+        pytest.skip(AMX_SKIP_REASON)
+    yield from _use_amx()
 
 
 @pytest.fixture

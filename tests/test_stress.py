@@ -7,7 +7,8 @@ set_num_threads. A deadlock fails the test (every join has a timeout); a crash k
 
 Covered: gemm_int8 and linear_int8 on shared PackedWeights, spmm on shared SparseWeights,
 conv2d_f32 on shared ConvWeightsF32 (dense and depthwise, changing input sizes), and a quantized
-model's forward (edgepack.quantize), each as soon as it exists in edgepack.
+model's forward (edgepack.quantize), each as soon as it exists in edgepack; once on the best path,
+once with the avx512_amx path forced (where it is available).
 Budget: EDGEPACK_STRESS_SECONDS (default 3 s; CI sets more).
 """
 
@@ -71,6 +72,16 @@ def _workloads(rng):
 
 
 def test_threads_share_weights_and_resize_pool(rng):
+    _stress(rng)
+
+
+def test_threads_share_weights_and_resize_pool_amx(amx, rng):
+    # The same with the avx512_amx path forced and every shape on its kernel: each task configures
+    # and releases its tiles on whichever pool thread runs it (skips with the reason without AMX).
+    _stress(rng)
+
+
+def _stress(rng):
     work = _workloads(rng)
     saved = edgepack.get_num_threads()
     edgepack.set_num_threads(1)

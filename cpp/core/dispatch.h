@@ -41,5 +41,10 @@ bool isa_available(Isa isa);
 Isa best_isa();
 // Makes `isa` active. Returns false (and changes nothing) when it is not available.
 bool select_isa(Isa isa);
+// Why `isa` is not available (nullptr when it is; static storage): for avx512_amx the detector's
+// reason (CPUID, XCR0, tile palette, the Linux permission request), shown by cpu_info() and in
+// set_isa's error. (A C string: ISA translation units include this header, and <string>'s inline
+// templates compiled with their flags could be the copies the linker keeps.)
+const char* isa_unavailable_reason(Isa isa);
 
 }  // namespace edgepack

@@ -30,7 +30,14 @@ def cpu_info() -> dict:
         (built and supported), weakest first; ``best``: the fastest available path;
         ``isa``: the active path; ``num_threads``: threads kernels may use;
         ``default_num_threads``: ``EDGEPACK_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the
-        CPUs in this process's affinity mask.
+        CPUs in this process's affinity mask; ``amx_reason``: ``None`` when the
+        ``avx512_amx`` path is available, else why not (not built, no CPUID bit, the OS's tile
+        state, the tile palette, the Linux permission request); ``amx_emulated``: ``True`` only in the test
+        build whose AMX path runs on a scalar model of the tiles; ``gemm_small_route``:
+        ``(min_m, min_k)``: int8 GEMMs with ``M < min_m`` or ``K < min_k`` run on the path below
+        the active one (``avx512_amx`` hands M = 1 and tiny K to ``avx512_vnni``; ``(0, 0)``
+        when the active path has no such route; ``EDGEPACK_AMX_MIN_M`` / ``EDGEPACK_AMX_MIN_K``
+        override it).
     """
     return {
         "features": dict(_core.cpu_features()),
@@ -40,6 +47,9 @@ def cpu_info() -> dict:
         "isa": _core.get_isa(),
         "num_threads": _core.get_num_threads(),
         "default_num_threads": _omp_num_threads() or _core.default_num_threads(),
+        "amx_reason": _core.amx_reason(),
+        "amx_emulated": bool(_core.amx_emulated()),
+        "gemm_small_route": tuple(_core.gemm_get_route()),
     }
 
 
@@ -110,10 +120,27 @@ def _omp_num_threads() -> int | None:
     return n if n >= 1 else None
 
 
+def _env_route(var: str) -> int:
+    v = os.environ.get(var, "").strip()
+    if not v:
+        return -1
+    try:
+        n = int(v)
+    except ValueError:
+        n = -2
+    if n < 0:
+        raise RuntimeError(f"{var}={v!r}: expected an int >= 0 (0 sends every shape to the AMX kernel)")
+    return n
+
+
 def _apply_env() -> None:
     omp = _omp_num_threads()
     if omp is not None:
         set_num_threads(omp)
+    # Small-shape route of the AMX path (tests and crossover measurements force either side).
+    min_m, min_k = _env_route("EDGEPACK_AMX_MIN_M"), _env_route("EDGEPACK_AMX_MIN_K")
+    if min_m >= 0 or min_k >= 0:
+        _core.gemm_set_route(min_m, min_k)
     name = os.environ.get("EDGEPACK_ISA", "").strip()
     if name:
         try:

@@ -384,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"onnxruntime ({e.name} not installed)")
     print(f"all-MiniLM-L6-v2 sentence embeddings; CPU isa {edgepack.get_isa()}; "
           f"real text: {args.texts} sentences, batch 32, sorted by length, padded per batch")
+    from .gemm import amx_note
+
+    note = amx_note()
+    if note:
+        print(note)
     rows = measure(runtimes, tok, threads, args.time, args.texts)
     print(format_table(rows))
     for s in skipped:

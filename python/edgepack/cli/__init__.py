@@ -51,6 +51,11 @@ def _cpu_main(argv: list[str]) -> int:
     print(f"features:  {feats}")
     print(f"paths:     {', '.join(info['available'])} (built: {', '.join(info['built'])})")
     print(f"active:    {info['isa']}  (set EDGEPACK_ISA to force a path)")
+    if "avx2" in info["features"]:  # x86: say why the AMX path is (not) there
+        amx = "available" if info["amx_reason"] is None else f"not available: {info['amx_reason']}"
+        if info["amx_emulated"]:
+            amx += " (test build: scalar model of the tiles)"
+        print(f"amx:       {amx}")
     print(f"threads:   {info['num_threads']} (default {info['default_num_threads']})")
     return 0
 
