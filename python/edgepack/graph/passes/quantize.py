@@ -123,7 +123,10 @@ def small_targets(g: Graph, targets: list[Target], batch, min_macs: int) -> set[
         return set()
     from ...nn import functional as F
 
-    feeds = next(iter(feed_batches(g, batch, 1)), None)
+    if isinstance(batch, dict):
+        feeds = batch      # several inputs need not share a batch axis (a VAD's frames and state)
+    else:
+        feeds = next(iter(feed_batches(g, batch, 1)), None)
     if feeds is None:
         return set()
     dense = [t for t in targets if t.op == "Conv"]     # small Gemm/MatMul stay int8: linear_int8 is cheap at M = 1
