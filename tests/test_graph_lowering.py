@@ -121,3 +121,24 @@ def test_int8_chain_through_maxpool_is_exact(rng):
     assert first.attrs.get("out_scale") and first.attrs.get("out_dtype") == "uint8"
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(q.run({"x": x})["y"], q.program(lowered=False).run({"x": x})["y"])
+
+
+def test_int8_concat_shares_the_consumer_scale(rng):
+    """Two int8 convs -> Concat -> int8 conv: both producers write uint8 at the consumer's scale,
+    the Concat joins uint8 tensors, and the result equals the NCHW int8 layers' bit for bit."""
+    f = lambda n, v: numpy_helper.from_array(np.asarray(v, np.float32), n)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "wb"], ["b"], kernel_shape=[1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             helper.make_node("Conv", ["c", "wc"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    gr = helper.make_graph(nodes, "cat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 24, 24])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 24, 24])],
+                           initializer=[f("wa", rng.standard_normal((16, 8, 3, 3))), f("wb", rng.standard_normal((8, 8, 1, 1))),
+                                        f("wc", rng.standard_normal((8, 24, 3, 3)))])
+    g = edgepack.from_onnx(helper.make_model(gr, opset_imports=[helper.make_opsetid("", 13)]))
+    q = edgepack.quantize(g, rng.standard_normal((8, 8, 24, 24)).astype(np.float32), activations="static")
+    lq = lower_for_inference(q)
+    writers = [n for n in lq.nodes if n.op == "QConvNHWC" and n.attrs.get("out_scale")]
+    assert len(writers) == 2 and len({n.attrs["out_scale"] for n in writers}) == 1
+    x = rng.standard_normal((2, 8, 24, 24)).astype(np.float32)
+    np.testing.assert_array_equal(q.run({"x": x})["y"], q.program(lowered=False).run({"x": x})["y"])

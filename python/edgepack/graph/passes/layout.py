@@ -12,9 +12,10 @@ on); :func:`lower_for_inference` derives the graph that actually runs, once per 
 3. the activation after a convolution (Relu, Clip/Relu6, HardSigmoid, HardSwish in its exporter
    forms, Sigmoid, SiLU as x*Sigmoid(x), LeakyRelu, Tanh) and a residual Add go into its epilogue;
 4. an int8 convolution feeding another int8 convolution, directly or through scale-preserving
-   operators (Transpose, MaxPool, Reshape, Flatten, (Un)Squeeze), writes that layer's quantized
-   input (uint8/int8): those operators run on the int8 tensor, and the activations between
-   consecutive int8 layers never go through float32.
+   operators (Transpose, MaxPool, Reshape, Flatten, (Un)Squeeze, Slice, and Concats of such
+   inputs, which then share the consumer's scale), writes that layer's quantized input
+   (uint8/int8): those operators run on the int8 tensor, and the activations between int8 layers
+   never go through float32.
 """
 
 from __future__ import annotations
@@ -413,40 +414,52 @@ def _two_use_act(y, users, idx, uses, nodes, params, conv_op):
 # Operators that commute with a monotone per-tensor quantization, so running them on the uint8/
 # int8 tensor gives exactly the quantization of their float result: data movement and max pooling
 # (its padding never wins a max). Relu is not here: in the quantized domain it is max(q, zp).
-_SCALE_PRESERVING = {"Transpose", "MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+_SCALE_PRESERVING = {"Transpose", "MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Slice"}
 
 
 def _chain_int8(g: Graph) -> Graph:
     """An int8 conv whose output reaches another int8 conv's input only through scale-preserving
-    operators writes that input quantized (uint8/int8), so the activations between them never go
-    through float32."""
+    operators (and Concats whose every input comes that way from an int8 conv) writes that input
+    quantized (uint8/int8) with the consumer's scale: those operators then run on the int8 tensor
+    — a Concat of tensors sharing one scale is the quantized Concat — and the activations between
+    int8 layers never go through float32."""
     uses = _uses(g)
     prod = {v: k for k, n in enumerate(g.nodes) for v in n.outputs if v}
     nodes = list(g.nodes)
-    for i, c in enumerate(nodes):
-        if c.op != "QConvNHWC" or c.domain != EDGEPACK_DOMAIN or float(c.attrs.get("out_scale", 0.0)):
+
+    def producers(v, depth=0):
+        """Indices of the int8 convs feeding ``v`` through scale-preserving ops, or None."""
+        k = prod.get(v)
+        if k is None or depth > 32 or len(uses.get(v, [])) != 1:
+            return None
+        n = nodes[k]
+        if n.op == "QConvNHWC" and n.domain == EDGEPACK_DOMAIN:
+            ok = not float(n.attrs.get("out_scale", 0.0)) and not _has_residual(n)
+            return [k] if ok else None
+        if n.domain not in _ONNX or len([o for o in n.outputs if o]) != 1:
+            return None
+        if n.op in _SCALE_PRESERVING:
+            return producers(n.inputs[0], depth + 1)
+        if n.op == "Concat":
+            found = []
+            for x in n.inputs:
+                p = producers(x, depth + 1) if x else None
+                if p is None:
+                    return None
+                found += p
+            return found
+        return None
+
+    for q in g.nodes:
+        if q.op != "QConvNHWC" or q.domain != EDGEPACK_DOMAIN:
             continue
-        if _has_residual(c):
+        ks = producers(q.inputs[0])
+        if not ks:
             continue
-        v = c.outputs[0]
-        nxt = None
-        for _ in range(16):
-            us = uses.get(v, [])
-            if len(us) != 1 or us[0] < 0:
-                break
-            m = nodes[us[0]]
-            if m.op == "QConvNHWC" and m.domain == EDGEPACK_DOMAIN and m.inputs[0] == v:
-                nxt = m
-                break
-            if m.domain not in _ONNX or m.op not in _SCALE_PRESERVING or m.inputs[0] != v or \
-                    len([o for o in m.outputs if o]) != 1:
-                break
-            v = m.outputs[0]
-        if nxt is None:
-            continue
-        nodes[i] = dataclasses.replace(c, attrs=dict(c.attrs, out_scale=float(nxt.attrs["x_scale"]),
-                                                     out_zero_point=int(nxt.attrs["x_zero_point"]),
-                                                     out_dtype=str(nxt.attrs.get("x_dtype", "uint8"))))
+        for k in ks:
+            nodes[k] = dataclasses.replace(nodes[k], attrs=dict(
+                nodes[k].attrs, out_scale=float(q.attrs["x_scale"]), out_zero_point=int(q.attrs["x_zero_point"]),
+                out_dtype=str(q.attrs.get("x_dtype", "uint8"))))
     return g.copy(nodes=nodes)
 
 
