@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "data"))
 import digits_models as dm  # noqa: E402
 
-from edgepack._cli_ptq import _time, blas_threads  # noqa: E402
+from edgepack.cli.ptq import _time, blas_threads  # noqa: E402
 
 BATCHES = (1, 256)
 THREADS = sorted({1, edgepack.cpu_info()["default_num_threads"]})

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 import edgepack
-from edgepack._cli_demo import mlp
+from edgepack.cli.demo import mlp
 from edgepack.data import load_digits, train_test_split
 
 TEACHER = (64, 1024, 1024, 10)

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import edgepack as ep
-    from edgepack._cli_demo import pipeline
+    from edgepack.cli.demo import pipeline
     from edgepack.data import load_digits, train_test_split
 
     ep.set_num_threads(args.threads)

@@ -14,10 +14,22 @@
 # since CPython itself keeps memory until exit). Skip it with EDGEPACK_SAN_PYTHON=0; its fuzz
 # budget is EDGEPACK_SAN_FUZZ_SECONDS (default 20).
 #
+# The avx512_amx path: on a CPU without AMX-INT8 every stage is built with EDGEPACK_AMX_EMULATE
+# (its kernels run on a scalar model of the tiles, which reads and writes exactly the bytes the
+# hardware would), so the AMX kernels, their tails and over-read rules, the per-task tile
+# configuration and the AMX-forced thread tests run under ASan/UBSan and TSan here too; on an
+# AMX CPU the real instructions are used. EDGEPACK_SAN_AMX_EMULATE=0/1 forces either.
+#
 # Environment: EDGEPACK_SAN_BUILD_DIR (default build/sanitize; TSan uses <dir>-tsan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bdir=${EDGEPACK_SAN_BUILD_DIR:-build/sanitize}
+amx_emu=${EDGEPACK_SAN_AMX_EMULATE:-auto}
+if [[ $amx_emu == auto ]]; then
+  if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then amx_emu=0; else amx_emu=1; fi
+fi
+amx_flag=-DEDGEPACK_AMX_EMULATE=$([[ $amx_emu == 1 ]] && echo ON || echo OFF)
+echo "== avx512_amx: $([[ $amx_emu == 1 ]] && echo "emulated (this CPU has no AMX-INT8)" || echo "the tile instructions")"
 
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
@@ -27,7 +39,7 @@ build() {  # build <dir> <flags>
   # RelWithDebInfo: the optimiser runs as in a release build (some bugs only show there), with
   # line numbers in the reports.
   cmake -S . -B "$1" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEPACK_PYTHON=OFF \
-    -DEDGEPACK_SELFTEST=ON -DCMAKE_CXX_FLAGS="$2" -DCMAKE_EXE_LINKER_FLAGS="$2" \
+    -DEDGEPACK_SELFTEST=ON "$amx_flag" -DCMAKE_CXX_FLAGS="$2" -DCMAKE_EXE_LINKER_FLAGS="$2" \
     >"$1/configure.log" 2>&1 || { cat "$1/configure.log"; exit 1; }
   grep "edgepack: built paths" "$1/configure.log" || true
   cmake --build "$1" -j"$(nproc)" --target kernel_selftest
@@ -63,7 +75,7 @@ if [[ ${EDGEPACK_SAN_PYTHON:-1} != 0 ]]; then
   pybind11_dir=$(python3 -c 'import pybind11; print(pybind11.get_cmake_dir())')
   mkdir -p "$pdir"
   cmake -S . -B "$pdir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -Dpybind11_DIR="$pybind11_dir" \
-    -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_CXX_FLAGS="$flags" \
+    -DPython_EXECUTABLE="$(command -v python3)" "$amx_flag" -DCMAKE_CXX_FLAGS="$flags" \
     -DCMAKE_MODULE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
     >"$pdir/configure.log" 2>&1 || { cat "$pdir/configure.log"; exit 1; }
   cmake --build "$pdir" -j"$(nproc)" --target _core
@@ -73,9 +85,10 @@ if [[ ${EDGEPACK_SAN_PYTHON:-1} != 0 ]]; then
   cp "$pdir"/_core*.so "$pdir/pkg/edgepack/"
   preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
   tests=()
-  for f in tests/test_dispatch.py tests/test_quantize*.py tests/test_gemm*.py tests/test_sparse*.py tests/test_attention.py tests/test_conv_int8.py tests/test_stress.py; do
+  for f in tests/test_dispatch.py tests/test_quantize*.py tests/test_gemm*.py tests/test_sparse*.py tests/test_attention.py tests/test_conv_int8.py tests/test_conv_f32.py tests/test_stress.py; do
     [[ -e $f ]] && tests+=("$f")
   done
+  tests+=(tests/test_amx.py)  # emulated AMX kernels under ASan where the CPU has none (above)
   echo "== python extension under address+undefined: pytest ${tests[*]}; fuzz kernels"
   rc=0
   (

@@ -263,11 +263,29 @@ def _seed_onnx() -> list[bytes]:
         [init("cw", (3, 2, 3, 3)), init("cb", (3,)), init("s", (3,)), init("bb", (3,)), init("mu", (3,)),
          numpy_helper.from_array(np.abs(rng.standard_normal(3)).astype(np.float32) + 0.5, "var"),
          init("w", (2, 12)), init("b", (2,))], [1, 2, 4, 4], [1, 2]))
+    # a graph: residual Add, a shape subgraph (Shape -> Gather -> Unsqueeze -> Concat -> Reshape),
+    # sizes read from tensors (ConstantOfShape, Expand, Tile, Range, Pad, Slice): what a hostile
+    # graph turns into huge allocations
+    i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.int64), name)  # noqa: E731
+    _SEED_ONNX.append(model(
+        [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+         helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Add", ["r", "x"], ["a"]),
+         helper.make_node("Shape", ["a"], ["sh"]), helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
+         helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]), helper.make_node("Concat", ["n1", "m1"], ["ns"], axis=0),
+         helper.make_node("Reshape", ["a", "ns"], ["f"]),
+         helper.make_node("ConstantOfShape", ["cs"], ["z"]), helper.make_node("Expand", ["z", "es"], ["ze"]),
+         helper.make_node("Tile", ["ze", "reps"], ["zt"]), helper.make_node("Range", ["r0", "r1", "r2"], ["rg"]),
+         helper.make_node("Pad", ["f", "pads"], ["fp"]), helper.make_node("Slice", ["fp", "st", "en"], ["fs"]),
+         helper.make_node("Add", ["fs", "zt"], ["y"])],
+        [init("cw", (2, 2, 3, 3)), init("cb", (2,)), i64("zero", 0), i64("ax0", [0]), i64("m1", [-1]),
+         i64("cs", [1, 32]), i64("es", [1, 32]), i64("reps", [1, 1]), i64("r0", 0), i64("r1", 4), i64("r2", 1),
+         i64("pads", [0, 0, 0, 0]), i64("st", [0]), i64("en", [32])], [1, 2, 4, 4], [1, 32]))
     return _SEED_ONNX
 
 
 def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
     import onnx
+    from onnx import numpy_helper
 
     m = onnx.ModelProto()
     m.ParseFromString(raw)
@@ -288,6 +306,19 @@ def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
                 node.attribute.append(onnx.helper.make_attribute(
                     c.pick(["axis", "transA", "transB", "group", "dilations", "strides", "pads", "epsilon"]),
                     c.pick([0, 1, -3, [2, 2], [0, 0, 0, 0], [1], 1e-3])))
+        elif op == 1 and g.initializer and c.int(3) == 0:
+            # a size-carrying int64 tensor given a hostile value: huge, negative, zero
+            ints = [t for t in g.initializer if t.data_type == onnx.TensorProto.INT64]
+            if ints:
+                t = c.pick(ints)
+                try:   # an earlier mutation may have left this tensor unreadable: then leave it
+                    arr = numpy_helper.to_array(t).copy()
+                except (ValueError, TypeError):
+                    arr = np.zeros(0, np.int64)
+                flat = arr.reshape(-1)
+                if flat.size:
+                    flat[c.int(flat.size)] = c.pick([0, -1, -(2**40), 2**40, 2**62, 10**6, 3])
+                    t.CopyFrom(numpy_helper.from_array(flat.reshape(arr.shape), t.name))
         elif op == 1 and g.initializer:
             t = c.pick(list(g.initializer))
             if t.dims:
@@ -305,11 +336,16 @@ def _mutate_onnx(raw: bytes, c: Choices) -> bytes:
         elif op == 3 and g.node:
             node = c.pick(list(g.node))
             node.op_type = c.pick(["Relu", "Gemm", "MatMul", "Add", "Conv", "Flatten", "Gelu", "Softmax", "Custom",
-                                   "Reshape", "Constant", "Dropout", "Identity", "BatchNormalization"])
+                                   "Reshape", "Constant", "Dropout", "Identity", "BatchNormalization", "Shape",
+                                   "ConstantOfShape", "Expand", "Tile", "Range", "Gather", "Concat", "Slice", "Pad",
+                                   "Resize", "LSTM", "Transpose", "Split", "Where", "Cast", "ReduceMean",
+                                   "Unsqueeze", "Squeeze", "TopK", "NonZero", "OneHot", "QuantizeLinear",
+                                   "DequantizeLinear", "ConvTranspose", "Einsum"])
         elif op == 4 and g.node:
             node = c.pick(list(g.node))
             if node.input:
-                node.input[c.int(len(node.input))] = c.pick(["x", "y", "h", "missing", "", "w1", "cw"])
+                node.input[c.int(len(node.input))] = c.pick(["x", "y", "h", "missing", "", "w1", "cw", "cs", "es",
+                                                             "reps", "r1", "pads", "sh", "ns", "zero"])
             else:
                 node.input.append("x")
         elif op == 5 and len(g.node) > 1:
@@ -336,7 +372,7 @@ def target_onnx(data: bytes, tmpdir: str) -> None:
         model = edgepack.from_onnx(path)
     except ValueError:
         return  # documented: invalid ONNX, unsupported op/attribute/graph shape
-    x = np.ones([(2, 6), (1, 2, 4, 4)][k], np.float32)
+    x = np.ones([(2, 6), (1, 2, 4, 4), (1, 2, 4, 4)][k], np.float32)
     try:
         model(x)
     except (ValueError, TypeError):
@@ -438,7 +474,8 @@ def _structured(c: Choices, K) -> None:
     if c.int(3) == 0:
         a[...] = -128
     x = (rng.standard_normal((m, k)) * c.pick([1.0, 1e-30, 1e30, 3.0])).astype(np.float32)
-    fn = c.pick(["gemm_int8", "linear_int8", "spmm", "quantize_rows", "quantize", "attention", "layer_norm", "conv2d_int8"])
+    fn = c.pick(["gemm_int8", "linear_int8", "spmm", "quantize_rows", "quantize", "attention", "layer_norm",
+                 "conv2d_int8", "conv2d_f32"])
     if not hasattr(K, fn):
         return
     try:
@@ -482,6 +519,8 @@ def _structured(c: Choices, K) -> None:
             K.layer_norm(_perturb(c, x), wn, wn, eps=c.pick([1e-5, 0.0, -1.0, float("nan")]), residual=res)
         elif fn == "conv2d_int8" and hasattr(K, "pack_conv_weights"):
             _structured_conv(c, K, rng)
+        elif fn == "conv2d_f32" and hasattr(K, "conv2d_f32"):
+            _fuzz_conv(c, K, rng)
         elif fn == "quantize":
             K.quantize(_perturb(c, x), c.pick([0.1, 1e-30, 0.0, -1.0, np.float32(0.5)]),
                        zero_point=c.pick([None, 0, 3, 300]), axis=c.pick([None, 0, 1, -1, 2]),
@@ -547,6 +586,81 @@ def _structured_conv(c: Choices, K, rng) -> None:
                   residual=_perturb(c, rng.standard_normal(pw.output_shape(x.shape)).astype(np.float32))
                   if c.int(3) == 0 and x.shape[1] >= 1 else None,
                   out_scale=out_scale, out_zero_point=c.pick([None, np.uint8(3), np.int8(-3), 5]) if out_scale else None)
+
+
+def _conv_f32_ref(x, w, b, stride, pads, dil, groups):
+    """float64 NHWC convolution and the sum of |x w| + |b| per output (tolerance scale)."""
+    n, h, wd, c = x.shape
+    co, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = stride, dil, pads
+    xp = np.zeros((n, h + pt + pb, wd + pl + pr, c))
+    xp[:, pt:pt + h, pl:pl + wd] = x
+    oh, ow = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    y, mag = np.zeros((n, oh, ow, co)), np.zeros((n, oh, ow, co))
+    og = co // groups
+    for g in range(groups):
+        for ky in range(kh):
+            for kx in range(kw):
+                pa = xp[:, ky * dh:ky * dh + sh * (oh - 1) + 1:sh, kx * dw:kx * dw + sw * (ow - 1) + 1:sw,
+                        g * cg:(g + 1) * cg]
+                wk = w[g * og:(g + 1) * og, :, ky, kx].astype(np.float64)
+                y[..., g * og:(g + 1) * og] += pa @ wk.T
+                mag[..., g * og:(g + 1) * og] += np.abs(pa) @ np.abs(wk).T
+    if b is not None:
+        y, mag = y + b, mag + np.abs(b)
+    return y, mag
+
+
+def _fuzz_conv(c: Choices, K, rng) -> None:
+    """pack_conv_weights_f32 + conv2d_f32 on mostly consistent shapes with near misses (geometry out
+    of range, kernels larger than the input, odd activations/params, aliasing outputs); a call that
+    runs on clean finite input must match a float64 reference within the documented bound."""
+    def rare(good, bad):  # a hostile value one time in eight
+        return c.pick(bad) if c.int(8) == 0 else c.pick(good)
+
+    groups = rare([1, 1, 2, 3], [0, -1, 2.0, True])
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        K.pack_conv_weights_f32(np.ones((2, 1, 1, 1), np.float32), groups=groups)  # must raise
+        return
+    cin = c.pick([1, 2, 3, 4, 6, 16, 17])
+    dw = c.int(3) == 0
+    if groups > 1 or dw:
+        groups = cin if dw else groups
+        cin = max(groups, cin - cin % groups) if groups else cin
+    cout = cin if dw else max(groups, 1) * c.pick([1, 2, 3, 16, 17])
+    kh, kw = c.pick([1, 2, 3, 5, 7]), c.pick([1, 3, 5])
+    w = rng.standard_normal((cout, cin // max(groups, 1), kh, kw)).astype(np.float32)
+    kw_args = {"stride": rare([1, 1, 2, 3, (1, 2), (2, 1)], [0, -1, (1, 2, 3), 2**40, "2", 1.5]),
+               "pads": rare([0, 0, 1, 2, (0, 0, 1, 1), (3, 3, 3, 3), (1, 2)], [-1, (1, 2, 3), 2**70, [1, None]]),
+               "dilation": rare([1, 1, 2, (2, 1)], [0, (1, 0), None]), "groups": groups}
+    cw = K.pack_conv_weights_f32(_perturb(c, w) if c.int(4) == 0 else w, **kw_args)
+    x = (rng.standard_normal((c.pick([0, 1, 2]), c.pick([1, 2, 3, 5, 8]), c.pick([1, 2, 4, 7]), cin))
+         * c.pick([1.0, 1e-30, 1e30])).astype(np.float32)
+    x2 = _perturb(c, x) if c.int(4) == 0 else x
+    bias = rng.standard_normal(cout).astype(np.float32) if c.int(2) else None
+    if bias is not None and c.int(4) == 0:
+        bias = _perturb(c, bias)
+    act = rare([None, None, "relu", "relu6", "clip", "hardswish", "hardsigmoid", "silu", "leakyrelu", "sigmoid",
+                "tanh"], ["gelu", 3, ""])
+    good = {"clip": [(0.0, 6.0), (-np.inf, 0.5)], "hardsigmoid": [None, (0.2, 0.5)], "leakyrelu": [None, 0.1, (0.3,)]}
+    params = rare(good.get(act, [None]), [(np.nan, 1.0), "x", (1.0, 0.0), (1.0, 2.0, 3.0), np.inf])
+    try:
+        oshape = cw.output_shape(x.shape)
+    except ValueError:
+        oshape = (1, 1, 1, cout)
+    res = rng.standard_normal(oshape).astype(np.float32) if c.int(3) == 0 else None
+    if res is not None and c.int(4) == 0:
+        res = _perturb(c, res)
+    out = None
+    if c.int(3) == 0:
+        out = rare([np.empty(oshape, np.float32), res], [x2, np.empty(oshape, np.float64)])
+    y = K.conv2d_f32(x2, cw, bias, activation=act, act_params=params, residual=res, out=out)
+    clean = (x2 is x or (x2.dtype == np.float32 and np.array_equal(x2, x))) and np.isfinite(x).all() \
+        and act is None and res is None and (bias is None or np.isfinite(bias).all())
+    if clean and y.size and np.abs(x).max() < 1e20:
+        ref, mag = _conv_f32_ref(x.astype(np.float64), cw.unpack(), bias, cw.stride, cw.pads, cw.dilation, cw.groups)
+        if not np.all(np.abs(y - ref) <= 1.1e-5 * mag + 1e-30):
+            raise AssertionError(f"conv2d_f32 differs from the float64 reference for {cw!r} and x {x.shape}")
 
 
 def target_kernels(data: bytes, tmpdir: str) -> None:

@@ -82,7 +82,7 @@ def test_plot_without_matplotlib_says_so(rng, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ModuleNotFoundError, match="matplotlib"):
         c.plot("x.png")
-    from edgepack._cli_demo import _plot
+    from edgepack.cli.demo import _plot
 
     _plot(c, "x.png")
     assert "matplotlib is not installed" in capsys.readouterr().out
@@ -126,7 +126,7 @@ def test_demo_quick(tmp_path, capsys, monkeypatch):
 def test_pipeline_claims_fast_version():
     """Distill -> prune -> int8 on digits: >= 20x smaller file than the float teacher and <= 2
     points lost (the issue's claim; speed is in scripts/must_show_pipeline.py, not in tests)."""
-    from edgepack._cli_demo import accuracy, pipeline
+    from edgepack.cli.demo import accuracy, pipeline
     from edgepack.compare import file_size
     from edgepack.data import load_digits, train_test_split
 

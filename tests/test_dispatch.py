@@ -33,7 +33,8 @@ def test_cpu_info_shape():
     assert set(info["available"]) <= set(info["built"])
     assert info["best"] == info["available"][-1]
     assert info["num_threads"] >= 1
-    assert info["default_num_threads"] == len(os.sched_getaffinity(0)) or "EDGEPACK_NUM_THREADS" in os.environ
+    assert info["default_num_threads"] == len(os.sched_getaffinity(0)) or any(
+        v in os.environ for v in ("EDGEPACK_NUM_THREADS", "OMP_NUM_THREADS"))
 
 
 @pytest.mark.skipif(_cpuinfo_flags() is None, reason="needs Linux /proc/cpuinfo")
@@ -48,6 +49,12 @@ def test_detection_matches_proc_cpuinfo():
         avail = edgepack.available_isas()
         assert ("avx2" in avail) == ("avx2" in flags and "fma" in flags)
         assert ("avx512_vnni" in avail) == ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"} <= flags)
+        # CPUID's AMX bits; the kernel lists them only when it supports the tile state, and the path
+        # also needs the permission request (test_amx.py), so only these directions are certain.
+        if "amx_int8" in flags:
+            assert feats["amx_int8"] and feats["amx_tile"]
+        if not feats["amx_int8"] and not edgepack.cpu_info()["amx_emulated"]:
+            assert "avx512_amx" not in avail
 
 
 @pytest.mark.parametrize("name", edgepack.available_isas())
@@ -101,6 +108,23 @@ def test_env_num_threads():
     r = _run("import edgepack; print(edgepack.get_num_threads())", EDGEPACK_NUM_THREADS="3")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3"
+
+
+def test_env_omp_num_threads_when_edgepack_unset():
+    # engines (Dask's nanny, Ray) give each worker process its CPU share through OMP_NUM_THREADS
+    code = "import edgepack; print(edgepack.get_num_threads(), edgepack.cpu_info()['default_num_threads'])"
+    env = {k: v for k, v in os.environ.items() if k != "EDGEPACK_NUM_THREADS"}
+    for omp, want in (("3", "3 3"), ("5,2", "5 5")):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**env, "OMP_NUM_THREADS": omp})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == want
+    # EDGEPACK_NUM_THREADS wins; a value that is not a positive integer is ignored
+    r = _run(code, EDGEPACK_NUM_THREADS="2", OMP_NUM_THREADS="7")
+    assert r.stdout.split()[0] == "2", r.stderr
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**env, "OMP_NUM_THREADS": "lots"})
+    assert r.returncode == 0 and r.stdout.split()[0] == str(len(os.sched_getaffinity(0))), r.stderr
 
 
 def test_cli_cpu():

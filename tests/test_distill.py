@@ -17,7 +17,7 @@ def _digits(seed=0):
 
 
 def _mlp(sizes, seed):
-    from edgepack._cli_demo import mlp
+    from edgepack.cli.demo import mlp
     return mlp(sizes, seed)
 
 

@@ -273,3 +273,24 @@ def test_config_from_dict_names_the_source():
 
 def test_lazy_top_level_name():
     assert edgepack.SentenceEncoder is SentenceEncoder
+
+
+def test_saved_int8_encoder_loads_bit_identical_without_recalibration(enc_q, emb_q, tmp_path, monkeypatch):
+    path = tmp_path / "minilm_int8.edgepack"
+    enc_q.save(path)
+    import edgepack.text.quant as quant
+
+    def no_calibration(*a, **k):
+        raise AssertionError("loading a saved int8 encoder must not recalibrate")
+
+    monkeypatch.setattr(quant, "quantize_bert", no_calibration)
+    monkeypatch.setattr(quant, "_input_absmax", no_calibration)
+    back = SentenceEncoder.load(path)
+    assert back.quantize == "int8" and back.max_seq_length == enc_q.max_seq_length
+    np.testing.assert_array_equal(back.encode(SENTENCES, batch_size=16), emb_q)
+    # the plain loader gives the module tree; a plain model file is not an encoder
+    assert type(edgepack.load(path)).__name__ == "BertModel"
+    plain = tmp_path / "plain.edgepack"
+    edgepack.save(edgepack.nn.Sequential(edgepack.nn.Linear(4, 2)), plain)
+    with pytest.raises(ValueError, match="not a saved SentenceEncoder"):
+        SentenceEncoder.load(plain)

@@ -5,8 +5,10 @@ Kernels split work over N or M (never K), so a result cannot depend on the threa
 which calls find the pool busy (they run on their own thread) or on a concurrent
 set_num_threads. A deadlock fails the test (every join has a timeout); a crash kills pytest.
 
-Covered: gemm_int8 and linear_int8 on shared PackedWeights, spmm on shared SparseWeights, and a
-quantized model's forward (edgepack.quantize), each as soon as it exists in edgepack.
+Covered: gemm_int8 and linear_int8 on shared PackedWeights, spmm on shared SparseWeights,
+conv2d_f32 on shared ConvWeightsF32 (dense and depthwise, changing input sizes), and a quantized
+model's forward (edgepack.quantize), each as soon as it exists in edgepack; once on the best path,
+once with the avx512_amx path forced (where it is available).
 Budget: EDGEPACK_STRESS_SECONDS (default 3 s; CI sets more).
 """
 
@@ -48,6 +50,16 @@ def _workloads(rng):
     wi[rng.random((n, k)) < 0.9] = 0
     si = K.pack_sparse(wi, scale=w_scale)
     work.append(("spmm int8", lambda i: K.spmm(xs[i % 4], si, bias=bias)))
+    if hasattr(K, "conv2d_f32"):
+        # One weights object, input shapes changing between calls (its plan cache is shared).
+        cw = K.pack_conv_weights_f32((rng.standard_normal((48, 32, 3, 3)) * 0.1).astype(np.float32), pads=1)
+        dw = K.pack_conv_weights_f32(rng.standard_normal((64, 1, 3, 3)).astype(np.float32), stride=2, pads=1,
+                                     groups=64)
+        xc = [rng.standard_normal((1, h, h, 32)).astype(np.float32) for h in (7, 20, 33)]
+        xd = [rng.standard_normal((1, h, h, 64)).astype(np.float32) for h in (9, 40)]
+        conv_acts = [None, "relu", "hardswish", "silu"]
+        work.append(("conv2d_f32", lambda i: K.conv2d_f32(xc[i % 3], cw, activation=conv_acts[i % 4])))
+        work.append(("conv2d_f32 depthwise", lambda i: K.conv2d_f32(xd[i % 2], dw, activation="relu6")))
     from edgepack import nn
 
     nn.seed(1)
@@ -60,6 +72,16 @@ def _workloads(rng):
 
 
 def test_threads_share_weights_and_resize_pool(rng):
+    _stress(rng)
+
+
+def test_threads_share_weights_and_resize_pool_amx(amx, rng):
+    # The same with the avx512_amx path forced and every shape on its kernel: each task configures
+    # and releases its tiles on whichever pool thread runs it (skips with the reason without AMX).
+    _stress(rng)
+
+
+def _stress(rng):
     work = _workloads(rng)
     saved = edgepack.get_num_threads()
     edgepack.set_num_threads(1)

@@ -172,7 +172,7 @@ def _digits():
 
 
 def _mlp(seed=0, sizes=(64, 64, 10)):
-    from edgepack._cli_demo import mlp
+    from edgepack.cli.demo import mlp
     return mlp(sizes, seed)
 
 

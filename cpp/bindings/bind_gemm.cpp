@@ -17,6 +17,12 @@
 
 namespace py = pybind11;
 
+#if defined(EDGEPACK_AMX_EMULATE)
+namespace edgepack::avx512_amx {
+void emu_counters(int64_t* configs, int64_t* releases, int64_t* tdps, int64_t* live);
+}
+#endif
+
 namespace edgepack::bindings {
 namespace {
 
@@ -282,6 +288,33 @@ void bind_gemm(py::module_& m) {
     return ops.peak ? ops.peak(seconds) : 0.0;
   }, py::arg("seconds") = 0.2);
   m.def("gemm_a_unsigned", [] { return active().gemm.a_unsigned; });
+  // Small-shape route of the active path (avx512_amx: M = 1 and tiny K run on avx512_vnni).
+  m.def("gemm_get_route", [] {
+    int32_t mm = 0, kk = 0;
+    gemm::get_route(&mm, &kk);
+    return py::make_tuple(mm, kk);
+  });
+  m.def("gemm_set_route", [](int64_t min_m, int64_t min_k) {
+    if (min_m < -1 || min_k < -1 || min_m > (1 << 30) || min_k > (1 << 30))
+      throw py::value_error("min_m and min_k must be -1 (the path's default) or >= 0; got " + std::to_string(min_m) +
+                            ", " + std::to_string(min_k));
+    gemm::set_route(static_cast<int32_t>(min_m), static_cast<int32_t>(min_k));
+  }, py::arg("min_m"), py::arg("min_k"));
+  m.def("gemm_routes_small", [](int64_t m_, int64_t k_) { return gemm::routes_small(m_, k_); }, py::arg("m"),
+        py::arg("k"));
+#if defined(EDGEPACK_AMX_EMULATE)
+  // Test build only: counters of the scalar AMX tile model.
+  m.def("_amx_emu_counters", [] {
+    int64_t c = 0, r = 0, t = 0, l = 0;
+    if (isa_available(Isa::avx512_amx)) avx512_amx::emu_counters(&c, &r, &t, &l);
+    py::dict d;
+    d["configs"] = c;
+    d["releases"] = r;
+    d["tdps"] = t;
+    d["live"] = l;
+    return d;
+  });
+#endif
 }
 
 }  // namespace edgepack::bindings

@@ -2,8 +2,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
 #include <string>
 
+#include "core/amx_detect.h"
 #include "core/cpu_features.h"
 #include "core/dispatch.h"
 #include "core/thread_pool.h"
@@ -41,6 +43,8 @@ void bind_runtime(py::module_& m) {
     d["avx512vl"] = f.avx512vl;
     d["avx512_vnni"] = f.avx512_vnni;
     d["avx_vnni"] = f.avx_vnni;
+    d["amx_tile"] = f.amx_tile;
+    d["amx_int8"] = f.amx_int8;
 #elif defined(__aarch64__)
     d["neon"] = f.neon;
     d["dotprod"] = f.dotprod;
@@ -64,14 +68,76 @@ void bind_runtime(py::module_& m) {
     };
     if (!isa_from_name(name.c_str(), &isa))
       throw py::value_error("unknown instruction-set path '" + name +
-                            "'; expected one of scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod "
-                            "(available here: " + avail() + ")");
+                            "'; expected one of scalar, avx2, avx512, avx512_vnni, avx512_amx, neon, "
+                            "neon_dotprod (available here: " + avail() + ")");
     if (!isa_built(isa))
       throw py::value_error("path '" + name + "' is not compiled into this build (available here: " +
                             avail() + ")");
-    if (!select_isa(isa))
-      throw py::value_error("this CPU cannot run path '" + name + "' (available here: " + avail() + ")");
+    if (!select_isa(isa)) {
+      const char* why = isa_unavailable_reason(isa);
+      throw py::value_error("this CPU cannot run path '" + name + "'" +
+                            (isa == Isa::avx512_amx && why ? std::string(": ") + why : std::string()) +
+                            " (available here: " + avail() + ")");
+    }
   }, py::arg("name"));
+  // None when the avx512_amx path is available, else why not (build, CPUID, XCR0, tile palette,
+  // the Linux permission request).
+  m.def("amx_reason", []() -> py::object {
+    const char* r = isa_unavailable_reason(Isa::avx512_amx);
+    if (!r) return py::none();
+    return py::str(r);
+  });
+  m.def("amx_emulated", [] {
+#if defined(EDGEPACK_AMX_EMULATE)
+    return true;
+#else
+    return false;
+#endif
+  });
+  // The detector on given facts (tests of every failure mode on any machine). perm: "granted"
+  // (already permitted), "ok" (the request succeeds), "denied" (EPERM), "old-kernel" (EINVAL from
+  // both calls), "ignored" (the request returns 0 but GET shows no XTILEDATA), "no-os" (an OS
+  // without the calls), "none" (the CPUID/XCR0 checks only).
+  m.def("_amx_check", [](py::dict facts, const std::string& perm) {
+    AmxCpuid c;
+    auto u = [&](const char* key, uint64_t dflt) {
+      return facts.contains(key) ? facts[key].cast<uint64_t>() : dflt;
+    };
+    c.x86 = u("x86", 1) != 0;
+    c.tile = u("tile", 1) != 0;
+    c.int8 = u("int8", 1) != 0;
+    c.avx512_vnni = u("avx512_vnni", 1) != 0;
+    c.xcr0 = u("xcr0", 0x600e7);
+    c.max_palette = static_cast<uint32_t>(u("max_palette", 1));
+    c.bytes_per_tile = static_cast<uint32_t>(u("bytes_per_tile", 1024));
+    c.bytes_per_row = static_cast<uint32_t>(u("bytes_per_row", 64));
+    c.max_names = static_cast<uint32_t>(u("max_names", 8));
+    c.max_rows = static_cast<uint32_t>(u("max_rows", 16));
+    static thread_local uint64_t perm_mask;
+    AmxOs os;
+    if (perm == "granted") {
+      os.get_perm = [](uint64_t* m) { *m = 0x600e7; return 0; };
+      os.req_perm = [] { return EPERM; };
+    } else if (perm == "ok") {
+      perm_mask = 0x200e7;
+      os.get_perm = [](uint64_t* m) { *m = perm_mask; return 0; };
+      os.req_perm = [] { perm_mask |= 1ull << 18; return 0; };
+    } else if (perm == "denied") {
+      os.get_perm = [](uint64_t* m) { *m = 0x200e7; return 0; };
+      os.req_perm = [] { return EPERM; };
+    } else if (perm == "old-kernel") {
+      os.get_perm = [](uint64_t*) { return EINVAL; };
+      os.req_perm = [] { return EINVAL; };
+    } else if (perm == "ignored") {
+      os.get_perm = [](uint64_t* m) { *m = 0x200e7; return 0; };
+      os.req_perm = [] { return 0; };
+    } else if (perm != "none" && perm != "no-os") {
+      throw py::value_error("perm must be one of granted, ok, denied, old-kernel, ignored, no-os, none; got '" +
+                            perm + "'");
+    }
+    const std::string r = amx_check(c, perm == "none" ? nullptr : &os);
+    return r.empty() ? py::object(py::none()) : py::object(py::str(r));
+  }, py::arg("facts"), py::arg("perm") = "none");
   m.def("get_num_threads", [] { return get_num_threads(); });
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("n must be an int >= 1; got " + std::to_string(n));

@@ -11,6 +11,7 @@ void bind_sparse(py::module_& m);
 void bind_attn(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_conv(py::module_& m);
+void bind_conv_f32(py::module_& m);
 }  // namespace edgepack::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
   edgepack::bindings::bind_attn(m);
   edgepack::bindings::bind_norm(m);
   edgepack::bindings::bind_conv(m);
+  edgepack::bindings::bind_conv_f32(m);
 }

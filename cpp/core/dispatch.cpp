@@ -23,6 +23,7 @@ const char* isa_name(Isa isa) {
     case Isa::avx512_vnni: return "avx512_vnni";
     case Isa::neon: return "neon";
     case Isa::neon_dotprod: return "neon_dotprod";
+    case Isa::avx512_amx: return "avx512_amx";
   }
   return nullptr;
 }
@@ -45,6 +46,7 @@ int isa_order(Isa* out) {
   out[n++] = Isa::avx2;
   out[n++] = Isa::avx512;
   out[n++] = Isa::avx512_vnni;
+  out[n++] = Isa::avx512_amx;
 #elif defined(__aarch64__)
   out[n++] = Isa::neon;
   out[n++] = Isa::neon_dotprod;
@@ -63,6 +65,9 @@ bool isa_built(Isa isa) {
 #endif
 #ifdef EDGEPACK_BUILT_AVX512_VNNI
     case Isa::avx512_vnni: return true;
+#endif
+#ifdef EDGEPACK_BUILT_AVX512_AMX
+    case Isa::avx512_amx: return true;
 #endif
 #ifdef EDGEPACK_BUILT_NEON
     case Isa::neon: return true;
@@ -85,6 +90,15 @@ bool cpu_supports(Isa isa) {
     case Isa::avx512_vnni: return cpu_supports(Isa::avx512) && f.avx512_vnni;
     case Isa::neon: return f.neon;
     case Isa::neon_dotprod: return f.neon && f.dotprod;
+    case Isa::avx512_amx:
+#if defined(EDGEPACK_AMX_EMULATE)
+      // Test-only build: the AMX kernels run on a scalar model of the tiles (no permission
+      // request, no tile instruction), wherever the AVX-512 VNNI epilogue runs.
+      return cpu_supports(Isa::avx512_vnni);
+#else
+      // Last: amx_reason() makes the once-per-process permission request.
+      return cpu_supports(Isa::avx512_vnni) && amx_reason() == nullptr;
+#endif
   }
   return false;
 }
@@ -105,13 +119,18 @@ struct Tables {
     Isa order[kNumIsas];
     const int n = isa_order(order);
     KernelTable acc;
+    int prev = -1;
     for (int i = 0; i < n; ++i) {
       const Isa isa = order[i];
       if (!isa_built(isa) || !cpu_supports(isa)) continue;
       apply(isa, acc);
       acc.isa = isa;
-      t[static_cast<int>(isa)] = acc;
-      ready[static_cast<int>(isa)] = true;
+      const int idx = static_cast<int>(isa);
+      t[idx] = acc;
+      // A path whose GEMM loses on small shapes (avx512_amx at M = 1) hands them to the path below.
+      if ((acc.gemm.route_m > 0 || acc.gemm.route_k > 0) && prev >= 0) t[idx].gemm.small = &t[prev].gemm;
+      ready[idx] = true;
+      prev = idx;
     }
   }
 };
@@ -145,6 +164,20 @@ Isa best_isa() {
 const KernelTable& table_for(Isa isa) { return tables().t[static_cast<int>(isa)]; }
 
 const KernelTable& active() { return *current().load(std::memory_order_acquire); }
+
+const char* isa_unavailable_reason(Isa isa) {
+  if (isa_available(isa)) return nullptr;
+  if (!isa_built(isa)) {
+    if (isa == Isa::avx512_amx)
+      return "this build has no avx512_amx path (its compiler or assembler lacks -mamx-tile/-mamx-int8, or it is not an x86-64 build)";
+    return "not compiled into this build";
+  }
+  if (isa == Isa::avx512_amx) {
+    if (!cpu_supports(Isa::avx512_vnni)) return "this CPU lacks AVX-512 VNNI, which the AMX path builds on";
+    if (const char* r = amx_reason()) return r;
+  }
+  return "this CPU lacks it";
+}
 
 bool select_isa(Isa isa) {
   if (!isa_available(isa)) return false;

@@ -12,8 +12,9 @@ enum class Isa : int {
   avx512_vnni = 3,  // avx512 + VNNI
   neon = 4,
   neon_dotprod = 5,
+  avx512_amx = 6,   // avx512_vnni + AMX-TILE/AMX-INT8 tiles (Sapphire Rapids and later), OS permission granted
 };
-constexpr int kNumIsas = 6;
+constexpr int kNumIsas = 7;
 
 // "scalar", "avx2", ...; nullptr for an out-of-range value.
 const char* isa_name(Isa isa);

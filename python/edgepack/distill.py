@@ -63,8 +63,16 @@ def _teacher_hidden(teacher, layers, X, batch_size):
 def distill(teacher, student, X, y=None, *, temperature: float = 4.0, alpha: float = 0.9, epochs: int = 10,
             batch_size: int = 64, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
             validation=None, seed=None, progress: bool = True, hidden=None, hidden_weight: float = 0.1,
-            teacher_batch_size: int = 256, max_cached_bytes: int = 1 << 30) -> dict:
+            teacher_batch_size: int = 256, max_cached_bytes: int = 1 << 30, **graph_kw) -> dict:
     """Train ``student`` in place on ``teacher``'s soft targets.
+
+    A graph student (:class:`edgepack.nn.Graph`, e.g. a pruned import) is distilled by
+    :func:`edgepack.graph.train.distill_graph`: the KD loss per time step for (N, T, C) outputs,
+    labels optional (``loss="ctc"`` for sequence labels), ``hidden`` pairs naming graph values,
+    and the graph-only keywords ``soft_loss``, ``loss``, ``output``, ``teacher_output``,
+    ``trainable``, ``masks``, ``batchnorm``, ``steps_per_epoch``, ``callback``.  The teacher may
+    be any callable (the original graph, or an onnxruntime session wrapper returning logits or
+    probabilities).
 
     Loss per batch: ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
     with teacher logits ``t``, student logits ``s`` and ``T = temperature`` (KL summed over
@@ -104,8 +112,22 @@ def distill(teacher, student, X, y=None, *, temperature: float = 4.0, alpha: flo
         As :func:`edgepack.train`'s history; ``accuracy`` is against ``y`` when given, else the
         agreement with the teacher's top class.
     """
+    from .graph.ir import Graph
     from .nn.base import Module
 
+    if isinstance(student, Graph):
+        from .graph.train import distill_graph
+
+        return distill_graph(teacher, student, X, y, temperature=temperature, alpha=alpha, epochs=epochs,
+                             batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                             validation=validation, seed=seed, progress=progress, hidden=hidden,
+                             hidden_weight=hidden_weight,
+                             # a graph's first run at a new batch size keeps every intermediate
+                             # value (the executor's plan-building run): keep teacher batches small
+                             teacher_batch_size=min(teacher_batch_size, 16),
+                             max_cached_bytes=max_cached_bytes, **graph_kw)
+    if graph_kw:
+        raise TypeError(f"distill() got unexpected keyword arguments {sorted(graph_kw)} (they apply to graphs)")
     if not isinstance(student, Module):
         raise TypeError(f"student must be an edgepack.nn Module; got {type(student).__name__}")
     if not callable(teacher):

@@ -269,6 +269,7 @@ void check_gemm(Suite& s) {
   }
   edgepack::select_isa(edgepack::best_isa());
   check_linear(s, s.paths);
+  check_amx(s);
 }
 
 }  // namespace selftest

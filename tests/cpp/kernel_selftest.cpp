@@ -55,6 +55,12 @@ void print_features() {
 #elif defined(__x86_64__)
   std::printf("arch:      x86_64\nfeatures:  avx2=%d fma=%d avx512f=%d avx512bw=%d avx512vl=%d avx512dq=%d avx512_vnni=%d\n",
               f.avx2, f.fma, f.avx512f, f.avx512bw, f.avx512vl, f.avx512dq, f.avx512_vnni);
+  const char* amx = edgepack::isa_unavailable_reason(edgepack::Isa::avx512_amx);
+#if defined(EDGEPACK_AMX_EMULATE)
+  std::printf("amx:       %s (test build: the avx512_amx path runs on a scalar model of the tiles)\n", amx ? amx : "available");
+#else
+  std::printf("amx:       %s\n", amx ? amx : "available");
+#endif
 #else
   (void)f;
   std::printf("arch:      other\n");
@@ -141,6 +147,7 @@ int main(int argc, char** argv) {
   selftest::check_gemm(suite);
   selftest::check_spmm(suite);
   selftest::check_conv(suite);
+  selftest::check_conv_f32(suite);
 
   std::printf("%d lines, %d failed%s\n", suite.lines, suite.failures, detect_errors ? ", detection mismatch" : "");
   if (detect_errors) return 2;

@@ -71,11 +71,15 @@ struct Tally {
 };
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+// The AMX path's detector, and its kernels wherever the path is available (check_amx.cpp; called
+// by check_gemm).
+void check_amx(Suite& s);
 
 void check_runtime(Suite& s);
 void check_quantize(Suite& s);
 void check_gemm(Suite& s);
 void check_spmm(Suite& s);
 void check_conv(Suite& s);
+void check_conv_f32(Suite& s);
 
 }  // namespace selftest

@@ -1,5 +1,6 @@
 // GEMM driver: activation preparation, per-row quantization, task split over N (and M), all in
 // baseline code; the active path's kernels do the arithmetic.
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -36,12 +37,29 @@ constexpr double kMinMacsPerThread = 65536.0;
 // Rows of A a task keeps in L2 while the B tiles stream past them.
 constexpr int64_t kABlockBytes = 192 * 1024;
 
+// Route override (set_route): -1 = the path's own default.
+std::atomic<int32_t> g_route_m{-1}, g_route_k{-1};
+
+// The ops that run a call of this shape: the active path's, or for small shapes the path below.
+const GemmOps& ops_for(int64_t m, int64_t k) {
+  const GemmOps& ops = active().gemm;
+  if (!ops.small) return ops;
+  const int32_t om = g_route_m.load(std::memory_order_relaxed), ok = g_route_k.load(std::memory_order_relaxed);
+  const int64_t min_m = om >= 0 ? om : ops.route_m, min_k = ok >= 0 ? ok : ops.route_k;
+  return (m < min_m || k < min_k) ? *ops.small : ops;
+}
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+// Bytes of each A row the kernel reads (zero beyond k): kp for the vector paths, more for AMX.
+int64_t a_stride(int64_t k, const GemmOps& ops) { return round_up(k, ops.ka > kKU ? ops.ka : kKU); }
+
 void run(const GemmArgs& g, const GemmOps& ops) {
   const int64_t M = g.m, P = g.b.panels;
   if (M <= 0 || P <= 0) return;
   const int64_t mr = ops.mr > 0 ? ops.mr : 1, np = ops.np > 0 ? ops.np : 1;
+  // Work in VNNI-equivalent multiply-accumulates, so the thresholds below stay amounts of time.
   const double macs = static_cast<double>(M) * static_cast<double>(P * kNR) *
-                      static_cast<double>(g.b.kp > 0 ? g.b.kp : 1);
+                      static_cast<double>(g.b.kp > 0 ? g.b.kp : 1) * (ops.mac_cost > 0 ? ops.mac_cost : 1.0f);
   int threads = get_num_threads();
   if (macs < kMinParallelMacs) threads = 1;
   const int64_t kp = g.b.kp > 0 ? g.b.kp : 1;
@@ -74,7 +92,8 @@ void run(const GemmArgs& g, const GemmOps& ops) {
   parallel_for(tasks, task, threads);
 }
 
-// A in the kernel's byte format with rows of at least kp bytes; returns the pointer and stride.
+// A in the kernel's byte format with rows of kp bytes (the kernel's A stride, a_stride(): zero
+// beyond k); returns the pointer and stride.
 // The value shift of the XOR and the zero point go into corr (nullptr when all zero).
 const uint8_t* prep_a(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, int64_t k,
                       int64_t kp, const GemmOps& ops, int64_t* lda_out, const int32_t** corr_out) {
@@ -100,7 +119,7 @@ const uint8_t* prep_a(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64
     const uint8_t* src = a + i * lda;
     uint8_t* dst = out + i * kp;
     for (int64_t c = 0; c < k; ++c) dst[c] = src[c] ^ mask;
-    for (int64_t c = k; c < kp; ++c) dst[c] = 0;
+    for (int64_t c = k; c < kp; ++c) dst[c] = 0;  // AMX (ka = 64) needs true zeros here
   }
   *lda_out = kp;
   return out;
@@ -112,11 +131,25 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+void set_route(int32_t min_m, int32_t min_k) {
+  g_route_m.store(min_m < 0 ? -1 : min_m, std::memory_order_relaxed);
+  g_route_k.store(min_k < 0 ? -1 : min_k, std::memory_order_relaxed);
+}
+
+void get_route(int32_t* min_m, int32_t* min_k) {
+  const GemmOps& ops = active().gemm;
+  const int32_t om = g_route_m.load(std::memory_order_relaxed), ok = g_route_k.load(std::memory_order_relaxed);
+  *min_m = ops.small ? (om >= 0 ? om : ops.route_m) : 0;
+  *min_k = ops.small ? (ok >= 0 ? ok : ops.route_k) : 0;
+}
+
+bool routes_small(int64_t m, int64_t k) { return &ops_for(m, k) != &active().gemm; }
+
 void gemm_i32(const uint8_t* a, AKind kind, int32_t zp, int64_t m, int64_t lda, const PackedB& b,
               int32_t* c, int64_t ldc) {
-  const GemmOps& ops = active().gemm;
+  const GemmOps& ops = ops_for(m, b.k);
   GemmArgs g;
-  g.a = prep_a(a, kind, zp, m, lda, b.k, b.kp, ops, &g.lda, &g.row_corr);
+  g.a = prep_a(a, kind, zp, m, lda, b.k, a_stride(b.k, ops), ops, &g.lda, &g.row_corr);
   g.m = m;
   g.b = b;
   g.c_i32 = c;
@@ -141,9 +174,9 @@ static GemmArgs float_args(int64_t m, const PackedB& b, const float* row_scale, 
 
 Status linear_dynamic(const float* x, int64_t m, int64_t ldx, const PackedB& b, const float* w_scale,
                       const float* bias, Act act, float* y, int64_t ldy) {
-  const GemmOps& ops = active().gemm;
+  const GemmOps& ops = ops_for(m, b.k);
   Scratch& s = scratch();
-  const int64_t kp = b.kp;
+  const int64_t kp = a_stride(b.k, ops);
   uint8_t* qa = grow(s.a, m * kp);
   float* rs = grow(s.rscale, m);
   const uint8_t mask = ops.a_unsigned ? 0x80 : 0x00;
@@ -175,11 +208,11 @@ Status linear_dynamic(const float* x, int64_t m, int64_t ldx, const PackedB& b, 
 void linear_static(const uint8_t* a, AKind kind, int32_t zp, float x_scale, int64_t m, int64_t lda,
                    const PackedB& b, const float* w_scale, const float* bias, Act act, float* y,
                    int64_t ldy) {
-  const GemmOps& ops = active().gemm;
+  const GemmOps& ops = ops_for(m, b.k);
   float* rs = grow(scratch().rscale, m);
   for (int64_t i = 0; i < m; ++i) rs[i] = x_scale;
   GemmArgs g = float_args(m, b, rs, w_scale, bias, act, y, ldy);
-  g.a = prep_a(a, kind, zp, m, lda, b.k, b.kp, ops, &g.lda, &g.row_corr);
+  g.a = prep_a(a, kind, zp, m, lda, b.k, a_stride(b.k, ops), ops, &g.lda, &g.row_corr);
   run(g, ops);
 }
 

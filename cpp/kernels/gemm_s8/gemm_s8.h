@@ -106,11 +106,34 @@ struct GemmOps {
   // Blocking hints for the driver's task split: register tile rows and panels of the main tile
   // (task edges fall on multiples of np panels when M > 4, of 8 panels when M <= 4).
   int32_t mr = 1, np = 1;
+  // The driver hands A rows zero-padded to a multiple of `ka` bytes (>= kp): 4 for the vector
+  // paths; 64 for AMX, whose every tile step reads 64 k (a reconfiguration for a K tail would
+  // wipe the accumulator tiles). The pad must be zero, not merely multiplied by zero weights:
+  // an AMX K-tail step also reads B rows past the panel's kp.
+  int32_t ka = gemm::kKU;
+  // Time of one multiply-accumulate relative to the AVX-512 VNNI kernel that the driver's
+  // threading thresholds were tuned on (AMX ~0.15): the thresholds are amounts of time.
+  float mac_cost = 1.0f;
+  // Small-shape route: calls with M < route_m or K < route_k run on `small`, the ops of the path
+  // below this one (set by the dispatcher; its A format may differ, so the driver picks the ops
+  // before it prepares A). 0: never. gemm::set_route() overrides both (tests, benchmarks).
+  int32_t route_m = 0, route_k = 0;
+  const GemmOps* small = nullptr;
 };
 
 // ---- driver (cpp/kernels/gemm_s8/driver.cpp, pack.cpp): baseline code, used by the bindings --
 
 namespace gemm {
+
+// Small-shape route override for paths that have one (avx512_amx): calls with M < min_m or
+// K < min_k run on the path below. -1 restores the path's default; 0 sends every shape to the
+// path's own kernel. Process-wide, like the active path; EDGEPACK_AMX_MIN_M / _MIN_K set it at
+// import.
+void set_route(int32_t min_m, int32_t min_k);
+// The effective (min_m, min_k) of the active path (0, 0 when it has no route).
+void get_route(int32_t* min_m, int32_t* min_k);
+// Whether a call of this shape runs on the path below the active one.
+bool routes_small(int64_t m, int64_t k);
 
 // Monotonic wall time in seconds (defined in baseline code, so the ISA files' peak probes need
 // no <chrono> templates).

@@ -3,7 +3,9 @@
 For each shape M x K x N and thread count, in one run:
 
 * ``gemm_int8`` (int8 x packed int8 -> int32) as GOP/s (2*M*N*K per second) and as % of this
-  CPU's int8 peak, measured here by a register-only dot-product loop of the best path;
+  CPU's int8 peak for the unit that ran it, measured here by register-only loops: the best
+  vector path's dot product and, on AMX CPUs, TDPBSSD on fixed tiles (the ``kernel`` column
+  says which one ran: avx512_amx hands M = 1 and tiny K to avx512_vnni);
 * NumPy float32 ``a @ b`` (OpenBLAS/MKL, threads limited with threadpoolctl when present);
 * onnxruntime ``MatMulInteger`` (uint8 A, int8 constant B, as ORT prefers), one-node model;
 * ``linear_int8`` (float in, float out, per-row dynamic quantization included) against
@@ -11,6 +13,9 @@ For each shape M x K x N and thread count, in one run:
 
 Ratios compare timings taken in the same run. Timing: best of ``--repeats`` batches, each long
 enough to last ``--min-time`` seconds.
+
+``--crossover`` instead times the AMX kernel against avx512_vnni at small M and small K, to set
+the small-shape route (``EDGEPACK_AMX_MIN_M`` / ``EDGEPACK_AMX_MIN_K``) from measurements.
 """
 
 from __future__ import annotations
@@ -138,6 +143,41 @@ def measure_peak(seconds: float = 0.35) -> tuple[str, float]:
         return best, max(_core.gemm_peak_gops(seconds / 7) for _ in range(7))
 
 
+def measure_peaks(seconds: float = 0.35) -> dict:
+    """int8 peak (GOP/s, one core) of each multiply unit this CPU runs, as measured by
+    measure_peak: the best vector path's dot-product loop and, where the avx512_amx path is
+    available, its TDPBSSD loop. Keys are path names."""
+    import edgepack
+    from edgepack import _core
+
+    avail = edgepack.available_isas()
+    vec = [p for p in avail if p != "avx512_amx"][-1]
+    peaks = {}
+    for p in [vec] + (["avx512_amx"] if "avx512_amx" in avail else []):
+        with edgepack.use_isa(p):
+            peaks[p] = max(_core.gemm_peak_gops(seconds / 7) for _ in range(7))
+    return peaks
+
+
+def amx_note() -> str | None:
+    """'AMX not available: <reason>' on x86 machines where the avx512_amx path cannot run."""
+    import edgepack
+
+    info = edgepack.cpu_info()
+    if "avx2" not in info["features"] or info["amx_reason"] is None:
+        return None
+    return f"AMX not available: {info['amx_reason']}"
+
+
+def kernel_for(path: str, m: int, k: int) -> str:
+    """The path whose kernel runs an M x K call on `path` (the small-shape route)."""
+    from edgepack import _core
+
+    if path == "avx512_amx" and _core.gemm_routes_small(m, k):
+        return "avx512_vnni"
+    return path
+
+
 def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=print) -> list[dict]:
     import edgepack
     from edgepack.kernels import gemm_int8, linear_int8, pack_weights
@@ -151,12 +191,17 @@ def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=
         except ImportError:
             out("(onnxruntime not installed: its columns are left out)")
     prev_isa, prev_threads = edgepack.get_isa(), edgepack.get_num_threads()
-    peak_isa, peak = measure_peak()
+    peaks = measure_peaks()
+    vec_peak_isa = next(iter(peaks))
     if isa:
         edgepack.set_isa(isa)
     path = edgepack.get_isa()
-    out(f"path: {path}; int8 peak ({peak_isa} dot-product loop, one core): {peak:.0f} GOP/s")
-    hdr = (f"{'MxKxN':>15} {'thr':>3} | {'gemm_int8':>9} {'%peak':>6} {'x np f32':>8} {'x ORT MMI':>9} | "
+    out(f"path: {path}; int8 peak, one core: " +
+        ", ".join(f"{p} {'TDPBSSD' if p == 'avx512_amx' else 'dot-product'} loop {v:.0f} GOP/s" for p, v in peaks.items()))
+    note = amx_note()
+    if note:
+        out(note)
+    hdr = (f"{'MxKxN':>15} {'thr':>3} {'kernel':>11} | {'gemm_int8':>9} {'%peak':>6} {'x np f32':>8} {'x ORT MMI':>9} | "
            f"{'linear_int8':>11} {'x ORT dynQ':>10} | {'np f32':>7} {'ORT MMI':>7} {'ORT dynQ':>8}")
     out(hdr)
     out("-" * len(hdr))
@@ -172,6 +217,8 @@ def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=
             y = np.empty((m, n), np.float32)
             wt = np.ascontiguousarray(ops["wf"].T)
             gop = 2.0 * m * n * k * 1e-9
+            kernel = kernel_for(path, m, k)
+            peak = peaks.get(kernel, peaks[vec_peak_isa])
             for t in threads_list:
                 edgepack.set_num_threads(t)
                 t_gemm = best_time(lambda: gemm_int8(a, pw, out=c), min_time, repeats)
@@ -189,7 +236,7 @@ def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=
                     t_dq = best_time(lambda: s.run(None, feed), min_time, repeats)
                     del s
                 r = {
-                    "shape": f"{m}x{k}x{n}", "threads": t, "path": path,
+                    "shape": f"{m}x{k}x{n}", "threads": t, "path": path, "kernel": kernel, "peak_gops": peak,
                     "gemm_gops": gop / t_gemm, "linear_gops": gop / t_lin, "numpy_gflops": gop / t_np,
                     "ort_mmi_gops": gop / t_mmi, "ort_dynq_gops": gop / t_dq,
                     "pct_peak": 100.0 * gop / t_gemm / (peak * t), "gemm_us": t_gemm * 1e6,
@@ -199,16 +246,89 @@ def run(shapes, threads_list, min_time=0.05, repeats=5, isa=None, ort=True, out=
                 r["x_ort_mmi"] = t_mmi / t_gemm
                 r["x_ort_dynq"] = t_dq / t_lin
                 rows.append(r)
-                out(f"{r['shape']:>15} {t:>3} | {r['gemm_gops']:9.1f} {r['pct_peak']:5.1f}% {r['x_numpy']:7.2f}x "
+                out(f"{r['shape']:>15} {t:>3} {kernel:>11} | {r['gemm_gops']:9.1f} {r['pct_peak']:5.1f}% {r['x_numpy']:7.2f}x "
                     f"{_x(r['x_ort_mmi']):>9} | {r['linear_gops']:11.1f} {_x(r['x_ort_dynq']):>10} | "
                     f"{r['numpy_gflops']:7.1f} {_f(r['ort_mmi_gops']):>7} {_f(r['ort_dynq_gops']):>8}")
     finally:
         edgepack.set_isa(prev_isa)
         edgepack.set_num_threads(prev_threads)
-    out("GOP/s = 2*M*N*K / time; %peak is per thread; x = speed ratio (> 1: edgepack faster);")
+    out("GOP/s = 2*M*N*K / time; %peak is per thread, of the peak of the kernel's unit; x = speed ratio "
+        "(> 1: edgepack faster);")
     out("ORT MMI = onnxruntime MatMulInteger (uint8 A, int8 constant B); ORT dynQ = quantize_dynamic "
         "MatMul, compared with linear_int8 (float in/out).")
     return rows
+
+
+CROSS_KN = ((768, 768), (384, 1536), (1024, 1024), (4096, 4096))
+CROSS_M = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+CROSS_K = (4, 8, 16, 32, 48, 64, 128)  # at M = 64, N = 1024
+
+
+def _first_win(sizes, ratios) -> int:
+    """The smallest size from which AMX is at least as fast at every larger size measured
+    (one more than the largest size when it never is)."""
+    best = sizes[-1] + 1
+    for size, r in zip(reversed(sizes), reversed(ratios)):
+        if r < 1.0:
+            break
+        best = size
+    return best
+
+
+def crossover(threads: int = 1, min_time: float = 0.05, repeats: int = 5, out=print) -> dict:
+    """Time the AMX kernel (every shape forced onto it) against avx512_vnni for small M and small K
+    (gemm_int8 and linear_int8), and print the small-shape route these timings call for.
+
+    Returns ``{"min_m", "min_k", "rows"}``; ``{}`` (after printing why) where AMX is unavailable.
+    """
+    import edgepack
+    from edgepack import _core
+    from edgepack.kernels import gemm_int8, linear_int8, pack_weights
+
+    if "avx512_amx" not in edgepack.available_isas():
+        out(amx_note() or "AMX not available: this is not an x86-64 build")
+        return {}
+    prev_isa, prev_threads = edgepack.get_isa(), edgepack.get_num_threads()
+    rows = []
+
+    def pair(m, k, n):
+        ops = make_operands(m, k, n)
+        pw = pack_weights(ops["wq"])
+        a, x, ws = ops["a"], ops["x"], ops["w_scale"]
+        c, y = np.empty((m, n), np.int32), np.empty((m, n), np.float32)
+        t = {}
+        for p in ("avx512_amx", "avx512_vnni"):
+            edgepack.set_isa(p)
+            t[p] = (best_time(lambda: gemm_int8(a, pw, out=c), min_time, repeats),
+                    best_time(lambda: linear_int8(x, pw, ws, out=y), min_time, repeats))
+        r = {"m": m, "k": k, "n": n, "x_gemm": t["avx512_vnni"][0] / t["avx512_amx"][0],
+             "x_linear": t["avx512_vnni"][1] / t["avx512_amx"][1]}
+        rows.append(r)
+        out(f"{m:>5} {k:>5} {n:>5} | {r['x_gemm']:13.2f}x {r['x_linear']:15.2f}x")
+        return min(r["x_gemm"], r["x_linear"])
+
+    try:
+        edgepack.set_isa("avx512_amx")
+        _core.gemm_set_route(-1, -1)
+        default = _core.gemm_get_route()
+        _core.gemm_set_route(0, 0)
+        edgepack.set_num_threads(threads)
+        out(f"AMX kernel vs avx512_vnni, {threads} thread(s); > 1: AMX faster")
+        out(f"{'M':>5} {'K':>5} {'N':>5} | {'gemm_int8 AMX':>14} {'linear_int8 AMX':>16}")
+        min_m = 0
+        for k, n in CROSS_KN:
+            ratios = [pair(m, k, n) for m in CROSS_M]
+            min_m = max(min_m, _first_win(CROSS_M, ratios))
+        ratios = [pair(64, k, 1024) for k in CROSS_K]
+        min_k = _first_win(CROSS_K, ratios)
+    finally:
+        _core.gemm_set_route(-1, -1)
+        edgepack.set_isa(prev_isa)
+        edgepack.set_num_threads(prev_threads)
+    out(f"route these timings call for: EDGEPACK_AMX_MIN_M={min_m} EDGEPACK_AMX_MIN_K={min_k} "
+        f"(built-in default: M < {default[0]} or K < {default[1]} on avx512_vnni; set it in "
+        "register_gemm_s8 of cpp/kernels/gemm_s8/avx512_amx.cpp)")
+    return {"min_m": min_m, "min_k": min_k, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-ort", action="store_true", help="skip onnxruntime")
     p.add_argument("--quick", action="store_true", help="short timings (smoke test)")
+    p.add_argument("--crossover", action="store_true",
+                   help="time the AMX kernel against avx512_vnni at small M and K (the small-shape route)")
     args = p.parse_args(argv)
     threads = args.threads or sorted({1, edgepack.default_num_threads() if hasattr(edgepack, "default_num_threads")
                                       else edgepack.cpu_info()["default_num_threads"]})
@@ -231,5 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--threads must be >= 1; got {threads}")
     shapes = [parse_shape(s) for s in args.shapes]
     mt, rep = (0.005, 2) if args.quick else (args.min_time, args.repeats)
+    if args.crossover:
+        crossover(threads=threads[0], min_time=mt, repeats=rep)
+        return 0
     run(shapes, threads, min_time=mt, repeats=rep, isa=args.isa, ort=not args.no_ort)
     return 0

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
+
+from . import time_interleaved
 
 __all__ = ["main", "default_model_dir", "build_onnx", "export_onnx", "OrtEncoder"]
 
@@ -249,35 +249,6 @@ class OrtEncoder:
 # timing
 
 
-def _time_interleaved(fns: dict, min_time: float, min_reps: int = 3, block: float = 0.3,
-                     settle: float = 0.1) -> dict:
-    """Median seconds per call of each function, measured round-robin in blocks of about `block`
-    seconds, so that load from other processes hits every runtime alike.
-
-    Calls that start within `settle` seconds of a block's start are not counted: onnxruntime's
-    workers keep spinning for about 50 ms after its last call returns (measured here: a 2-thread
-    edgepack call right after one takes 8-10 ms instead of 4), and that would time the next
-    runtime against a core busy with another runtime's spin-wait.  edgepack's workers sleep
-    within microseconds, so the rule can only help onnxruntime's neighbour.  One warm-up each."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    start = time.perf_counter()
-    while (min(len(v) for v in times.values()) < min_reps
-           or time.perf_counter() - start < min_time * len(fns)):
-        for k, fn in fns.items():
-            t_block = time.perf_counter()
-            while True:
-                t0 = time.perf_counter()
-                fn()
-                t1 = time.perf_counter()
-                if t0 - t_block >= settle:
-                    times[k].append(t1 - t0)
-                if t1 - t_block >= block and t0 - t_block >= settle:
-                    break
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 class _Threads:
     """edgepack's thread count for one measurement, with the BLAS held at one thread.
 
@@ -332,9 +303,9 @@ def measure(runtimes: dict, tokenizer, threads=(1, 2), min_time: float = 1.0,
                 # tokenization counts: it is part of the job, and the same for every runtime
                 return lambda: run(enc, tokenizer.encode(text), batched=True)
 
-            t1 = _time_interleaved({k: bind(e, r, b1) for k, (e, r) in encs.items()}, min_time, 5)
-            t32 = _time_interleaved({k: bind(e, r, b32) for k, (e, r) in encs.items()}, min_time)
-            tt = _time_interleaved({k: bind_text(e, r) for k, (e, r) in encs.items()}, min_time, 2)
+            t1 = time_interleaved({k: bind(e, r, b1) for k, (e, r) in encs.items()}, min_time, 5)
+            t32 = time_interleaved({k: bind(e, r, b32) for k, (e, r) in encs.items()}, min_time)
+            tt = time_interleaved({k: bind_text(e, r) for k, (e, r) in encs.items()}, min_time, 2)
             for k in encs:
                 rows.append({"runtime": k, "threads": nt, "b1_ms": t1[k] * 1e3,
                              "b32_sps": 32 / t32[k], "text_sps": len(text) / tt[k]})
@@ -413,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"onnxruntime ({e.name} not installed)")
     print(f"all-MiniLM-L6-v2 sentence embeddings; CPU isa {edgepack.get_isa()}; "
           f"real text: {args.texts} sentences, batch 32, sorted by length, padded per batch")
+    from .gemm import amx_note
+
+    note = amx_note()
+    if note:
+        print(note)
     rows = measure(runtimes, tok, threads, args.time, args.texts)
     print(format_table(rows))
     for s in skipped:

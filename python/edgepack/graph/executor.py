@@ -15,6 +15,7 @@ Plans are immutable and each call has its own slot list, so one graph may run in
 from __future__ import annotations
 
 import dataclasses
+import operator
 import threading
 from collections import OrderedDict
 
@@ -73,8 +74,9 @@ class Program:
             consts = [self.consts.get(s) if s >= 0 else None for s in ins]
             try:
                 fn = d.make(node, consts)
-            except (ValueError, TypeError, KeyError, IndexError) as e:
-                raise ValueError(f"{n.label()}: {e}") from None
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, MemoryError) as e:
+                # (a hostile attribute value, e.g. a huge axis, must not escape as anything else)
+                raise ValueError(f"{n.label()}: {type(e).__name__}: {e}") from None
             outs = tuple(sid(v) if v else -1 for v in n.outputs)
             real_ins = [s for s in ins if s >= 0]
             if d.reads_shape_only:
@@ -109,7 +111,6 @@ class Program:
         if missing or extra:
             raise ValueError(f"graph inputs are {names}; missing {missing}, unexpected {extra}")
         arrays = []
-        dims: dict[str, tuple[str, int]] = {}
         for name, dt, shape in zip(names, self._in_dtypes, self._in_shapes):
             a = feeds[name]
             if not isinstance(a, np.ndarray):
@@ -130,11 +131,6 @@ class Program:
                 for ax, (want, got) in enumerate(zip(shape, a.shape)):
                     if isinstance(want, int) and want > 0 and want != got:
                         raise ValueError(f"graph input {name!r}: dimension {ax} must be {want}; got shape {a.shape}")
-                    if isinstance(want, str) and want:
-                        seen = dims.setdefault(want, (name, got))
-                        if seen[1] != got:
-                            raise ValueError(f"graph input {name!r}: dimension {ax} ({want!r}) is {got} but it "
-                                             f"is {seen[1]} in input {seen[0]!r}")
             arrays.append(a)
         return arrays
 
@@ -186,10 +182,24 @@ class Program:
         needed = self._needed(out_slots, set(self.consts))
         baked: dict[int, np.ndarray] = dict(self.consts)
         keep_steps = []
-        for st in self.steps:
-            if st.index not in needed:
-                continue
+        run = [st for st in self.steps if st.index in needed]
+        # Values are freed after their last use here too: this run sees a new input shape, and a
+        # large batch through a large graph must not hold every intermediate at once.
+        last: dict[int, int] = {}
+        for k, st in enumerate(run):
+            for s in st.ins:
+                if s >= 0:
+                    last[s] = k
+        keep = set(self.consts) | set(out_slots) | set(self.input_slots)
+        frees: list[list[int]] = [[] for _ in run]
+        for s, k in last.items():
+            if s not in keep:
+                frees[k].append(s)
+        for k, st in enumerate(run):
             res = _call(st, vals, self.graph)
+            for s in frees[k]:
+                if s not in baked:
+                    vals[s] = None
             if st.index in self.derived_nodes and all(
                     s < 0 or (isinstance(r, np.ndarray) and r.size <= _BAKE_MAX) for s, r in zip(st.outs, res)):
                 for s, r in zip(st.outs, res):
@@ -223,6 +233,13 @@ class Program:
         return need
 
 
+def _first_of(fn):
+    def first(*args):
+        r = fn(*args)
+        return r[0] if isinstance(r, (tuple, list)) else r
+    return first
+
+
 def _call(st: _Step, vals: list, graph):
     try:
         r = st.fn(*[vals[i] if i >= 0 else None for i in st.ins])
@@ -230,8 +247,13 @@ def _call(st: _Step, vals: list, graph):
         raise
     except MemoryError:
         raise NodeError(f"{graph.nodes[st.index].label()}: out of memory") from None
-    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
-        raise NodeError(f"{graph.nodes[st.index].label()}: {e}") from None
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError) as e:
+        # AttributeError: an operator handed a value of a kind a malformed graph feeds it
+        raise NodeError(f"{graph.nodes[st.index].label()}: {type(e).__name__}: {e}") from None
+    if len(st.outs) == 1 and isinstance(r, (tuple, list)):
+        # a multi-output operator (TopK, Split, ...) whose node names only its first output
+        st.fn = _first_of(st.fn)
+        r = r[0] if r else None
     res = (r,) if len(st.outs) == 1 else tuple(r)
     if len(res) < len(st.outs):
         res = res + (None,) * (len(st.outs) - len(res))
@@ -279,20 +301,27 @@ class Plan:
                 if s >= 0 and s not in last and s not in keep:
                     frees[k].append(s)
         self.steps = steps
-        self._compiled = [(st.fn, st.ins, st.outs[0] if len(st.outs) == 1 else st.outs, tuple(f))
-                          for st, f in zip(steps, frees)]
-        base = [None] * program.n_slots
+        # Absent optional inputs read a slot that always holds None, so every step's arguments come
+        # from one C-level itemgetter call (the per-node cost at batch 1 is mostly this loop).
+        none_slot = program.n_slots
+        compiled = []
+        for st, f in zip(steps, frees):
+            ins = tuple(i if i >= 0 else none_slot for i in st.ins)
+            get = operator.itemgetter(*ins) if ins else (lambda v: ())
+            compiled.append((st.fn, get, len(ins) == 1, st.outs[0] if len(st.outs) == 1 else st.outs, tuple(f)))
+        self._compiled = compiled
+        base = [None] * (program.n_slots + 1)
         for s, a in consts.items():
             base[s] = a
         self._base = base
 
     def execute(self, arrays: list) -> list:
-        vals = list(self._base)
+        vals = self._base.copy()
         for s, a in zip(self.program.input_slots, arrays):
             vals[s] = a
         try:
-            for fn, ins, outs, free in self._compiled:
-                r = fn(*[vals[i] if i >= 0 else None for i in ins])
+            for fn, get, one, outs, free in self._compiled:
+                r = fn(get(vals)) if one else fn(*get(vals))
                 if outs.__class__ is int:
                     vals[outs] = r
                 else:
@@ -303,13 +332,14 @@ class Plan:
                     vals[s] = None
         except NodeError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, MemoryError):
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, MemoryError,
+                AttributeError):
             # Re-run step by step to name the node that failed (the fast loop has no bookkeeping).
             return self._execute_named(arrays)
         return [vals[s] for s in self.out_slots]
 
     def _execute_named(self, arrays):
-        vals = list(self._base)
+        vals = self._base.copy()
         for s, a in zip(self.program.input_slots, arrays):
             vals[s] = a
         for st in self.steps:
@@ -322,7 +352,7 @@ class Plan:
 
         best = [float("inf")] * len(self.steps)
         for _ in range(repeats):
-            vals = list(self._base)
+            vals = self._base.copy()
             for s, a in zip(self.program.input_slots, arrays):
                 vals[s] = a
             for k, st in enumerate(self.steps):

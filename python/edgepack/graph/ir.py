@@ -142,7 +142,7 @@ class Graph(Module):
         In topological order (every input is a graph input, a parameter or an earlier output).
     inputs : list of str or dict
         Graph inputs: names, or ``{"name", "dtype", "shape"}`` with shape entries int (fixed),
-        str (symbolic, e.g. ``"batch"``: equal names must agree within a call) or None.
+        str (symbolic, e.g. ``"batch"``: any size; equal names are not checked, as in onnxruntime) or None.
     outputs : list of str
         Names of the values returned.
     params : dict of str -> ndarray
@@ -162,12 +162,13 @@ class Graph(Module):
         self.nodes = list(nodes)
         self.inputs = [_spec(i, "Graph") for i in inputs]
         self.outputs = [str(o) for o in outputs]
-        self.params = {str(k): np.ascontiguousarray(v) for k, v in (params or {}).items()}
+        # np.asarray(order="C"), not ascontiguousarray: that turns a 0-d scalar into shape (1,)
+        self.params = {str(k): np.asarray(v, order="C") for k, v in (params or {}).items()}
         self.opset = int(opset)
         self.name = str(name)
         self.metadata = dict(metadata or {})
         self._lock = threading.Lock()
-        self._program = None
+        self._programs: dict = {}
         self._validate()
 
     # -- structure ------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class Graph(Module):
     def invalidate(self) -> None:
         """Forget compiled plans (call after editing ``nodes`` or ``params`` in place)."""
         with self._lock:
-            self._program = None
+            self._programs = {}
 
     def producers(self) -> dict[str, tuple[int, Node]]:
         """``{value name: (node index, node)}`` for every node output."""
@@ -301,16 +302,26 @@ class Graph(Module):
         return "graph"
 
     # -- running --------------------------------------------------------------------------------
-    def program(self):
-        """The compiled program (built on first use; thread-safe)."""
-        p = self._program
+    def program(self, lowered: bool = True):
+        """The compiled program (built on first use; thread-safe).
+
+        ``lowered=True`` runs the inference lowering first (:mod:`edgepack.graph.passes.layout`:
+        channels-last convolutions on the C++ kernels with fused epilogues); ``False`` runs the
+        nodes as they are (every value of the stored graph can then be asked for by name)."""
+        p = self._programs.get(lowered)
         if p is None:
             from .executor import Program
 
             with self._lock:
-                if self._program is None:
-                    self._program = Program(self)
-                p = self._program
+                p = self._programs.get(lowered)
+                if p is None:
+                    g = self
+                    if lowered:
+                        from .passes.layout import lower_for_inference
+
+                        g = lower_for_inference(self)
+                    p = Program(g)
+                    self._programs[lowered] = p
         return p
 
     def run(self, feeds: dict, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -330,7 +341,13 @@ class Graph(Module):
         """
         if not isinstance(feeds, dict):
             raise TypeError(f"feeds must be a dict of input name -> array; got {type(feeds).__name__}")
-        return self.program().run(feeds, None if outputs is None else tuple(outputs))
+        if outputs is None:
+            return self.program().run(feeds, None)
+        outputs = tuple(outputs)
+        prog = self.program()
+        if not all(o in prog.slot for o in outputs):
+            prog = self.program(lowered=False)   # intermediate values of the stored graph
+        return prog.run(feeds, outputs)
 
     def forward(self, x, **kw):
         names = self.input_names
@@ -388,7 +405,7 @@ class Graph(Module):
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_lock"] = None
-        d["_program"] = None
+        d["_programs"] = {}
         return d
 
     def __setstate__(self, d):

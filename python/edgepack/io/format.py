@@ -261,7 +261,7 @@ _EXTRA_LAYER_MODULES = (
     # edgepack modules that define more registered layers (int8, sparse, text); imported only when
     # a file names a class not registered yet.  Fixed names: nothing in the file chooses them.
     "edgepack.nn.quantized", "edgepack.nn.sparse", "edgepack.nn.qlayers", "edgepack.prune",
-    "edgepack.ptq", "edgepack.text", "edgepack.graph",
+    "edgepack.ptq", "edgepack.text", "edgepack.text.quant", "edgepack.graph",
 )
 
 

@@ -1,8 +1,8 @@
 """NumPy float32 operations behind the layers (no per-element Python loops).
 
-Convolution is im2col via ``np.lib.stride_tricks.sliding_window_view`` plus one batched matmul
-per group; depthwise convolution and pooling loop only over the kernel taps (e.g. 9 for 3x3),
-each tap being one strided whole-array operation.
+Convolution is im2col via ``np.lib.stride_tricks.sliding_window_view`` plus a batched matmul
+per group, in bands of output rows; depthwise convolution and pooling loop only over the kernel
+taps (e.g. 9 for 3x3), each tap being one whole-array operation.
 """
 
 from __future__ import annotations
@@ -141,11 +141,20 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> n
         y = (weight.reshape(o, c) @ xs.reshape(n, c, oh * ow)).reshape(n, o, oh, ow)
     else:
         win = _receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow)
-        # (N, C, OH, OW, kh, kw) -> (N, G, Cg*kh*kw, OH*OW): columns ordered like weight's rows
-        cols = win.reshape(n, groups, cg, oh, ow, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4)
-        cols = cols.reshape(n, groups, cg * kh * kw, oh * ow)
-        wm = weight.reshape(groups, o // groups, cg * kh * kw)
-        y = (wm @ cols).reshape(n, o, oh, ow)
+        k = cg * kh * kw
+        wm = weight.reshape(groups, o // groups, k)
+        y = np.empty((n, groups, o // groups, oh * ow), dtype=np.result_type(xp.dtype, weight.dtype))
+        # im2col one band of output rows at a time (~2 MB of columns): the copy stays in cache, and
+        # OpenBLAS runs a small-M product over a huge N (e.g. 24 x 864 x 6400) up to 2x slower in
+        # one piece.  Each output element is the same dot product either way.
+        rows = max(1, min(oh, (1 << 19) // max(1, groups * k * ow)))
+        for b in range(n):
+            for r0 in range(0, oh, rows):
+                r1 = min(oh, r0 + rows)
+                # (C, rows, OW, kh, kw) -> (G, Cg*kh*kw, rows*OW): columns ordered like weight's rows
+                cols = win[b, :, r0:r1].reshape(groups, cg, r1 - r0, ow, kh, kw).transpose(0, 1, 4, 5, 2, 3)
+                np.matmul(wm, cols.reshape(groups, k, (r1 - r0) * ow), out=y[b, :, :, r0 * ow:r1 * ow])
+        y = y.reshape(n, o, oh, ow)
     if bias is not None:
         y += bias.reshape(1, o, 1, 1)
     return y
@@ -159,27 +168,88 @@ def _receptive_fields(xp, kh, kw, sh, sw, dh, dw, oh, ow):
 
 
 def _depthwise(xp, weight, oh, ow, sh, sw, dh, dw):
-    n, c = xp.shape[:2]
+    """Depthwise conv of a padded NCHW input: one multiply-add per kernel tap over long
+    contiguous runs, results bit-identical to summing the taps in order.
+
+    The padded image read from tap offset (i*dh)*wp + j*dw lines up with the output rows if
+    every output row is computed wp wide (the extra wp - ow columns are discarded); strides first
+    split the input into sh*sw phase planes (one copy) in which every tap reads with stride 1.
+    With many channels (and no depth multiplier) the runs are pixel rows of channel vectors
+    (NHWC), so each pass broadcasts the tap's weights along the innermost axis; with few
+    channels they are the channel planes themselves (NCHW).  Both work in chunks of ~256 KiB
+    of output so the accumulator stays in cache across the kh*kw passes.
+    """
+    n, c, hp, wp = xp.shape
     o, _, kh, kw = weight.shape
     m = o // c  # depth multiplier: output channel c*m + k reads input channel c
-    wr = weight.reshape(c, m, kh, kw)
-    taps = [(i, j, wr[:, :, i, j].reshape(1, c, m, 1, 1)) for i in range(kh) for j in range(kw)]
-    y = np.empty((n, c, m, oh, ow), dtype=np.float32)
-    # Work on batch chunks of ~512 KiB of output so the accumulator and the product stay in
-    # cache across the kh*kw passes (about 1.6x faster than whole-batch passes).
-    nb = max(1, (1 << 19) // max(1, c * m * oh * ow * 4))
-    for s in range(0, n, nb):
-        xs = xp[s:s + nb, :, None]
-        ys = y[s:s + nb]
-        tmp = np.empty_like(ys)
-        for t, (i, j, wt) in enumerate(taps):
-            sl = xs[:, :, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
-            if t == 0:
-                np.multiply(sl, wt, out=ys)
-            else:
-                np.multiply(sl, wt, out=tmp)
-                ys += tmp
+    nhwc = m == 1 and c >= 128
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    if nhwc:
+        xt = xp.transpose(0, 2, 3, 1)
+        if sh == sw == 1:
+            planes = np.ascontiguousarray(xt).reshape(1, 1, n, hp * wp, c)
+        else:
+            planes = np.zeros((sh, sw, n, hq, wq, c), dtype=xp.dtype)
+            for a in range(sh):
+                for b in range(sw):
+                    src = xt[:, a::sh, b::sw]
+                    planes[a, b, :, :src.shape[1], :src.shape[2]] = src
+            planes = planes.reshape(sh, sw, n, hq * wq, c)
+    elif sh == sw == 1:
+        planes = xp.reshape(1, 1, n, c, hp * wp)
+    else:
+        planes = np.zeros((sh, sw, n, c, hq, wq), dtype=xp.dtype)
+        for a in range(sh):
+            for b in range(sw):
+                src = xp[:, :, a::sh, b::sw]
+                planes[a, b, :, :, :src.shape[2], :src.shape[3]] = src
+        planes = planes.reshape(sh, sw, n, c, hq * wq)
+    length = (oh - 1) * wq + ow     # the last output row needs only ow columns
+    taps = [(i * kw + j, (i * dh) % sh, (j * dw) % sw, ((i * dh) // sh) * wq + (j * dw) // sw)
+            for i in range(kh) for j in range(kw)]
+    if nhwc:
+        wt = np.ascontiguousarray(weight.reshape(c, kh * kw).T)    # (taps, c): rows contiguous
+        return _depthwise_nhwc(planes, wt, taps, oh, ow, wq, length)
+    wr = weight.reshape(c, m, kh * kw)
+    y = np.empty((n, c, m, oh, ow), dtype=xp.dtype)  # the input's float dtype (float32 for the layers)
+    cc = max(1, min(c, (1 << 16) // max(1, m * oh * wq)))
+    acc = np.empty((cc, m, oh * wq), dtype=xp.dtype)
+    tmp = np.empty((cc, m, length), dtype=xp.dtype)
+    for b in range(n):
+        for c0 in range(0, c, cc):
+            k = min(c, c0 + cc) - c0
+            acc_k, tmp_k = acc[:k, :, :length], tmp[:k]
+            for t, (tap, pa, pb, off) in enumerate(taps):
+                src = planes[pa, pb, b, c0:c0 + k, None, off:off + length]
+                wt = wr[c0:c0 + k, :, tap, None]
+                if t == 0:
+                    np.multiply(src, wt, out=acc_k)
+                else:
+                    np.multiply(src, wt, out=tmp_k)
+                    acc_k += tmp_k
+            y[b, c0:c0 + k] = acc[:k].reshape(k, m, oh, wq)[..., :ow]
     return y.reshape(n, o, oh, ow)
+
+
+def _depthwise_nhwc(planes, wt, taps, oh, ow, wq, length):
+    # planes: (sh, sw, n, hq * wq, c); wt: (taps, c)
+    n, c = planes.shape[2], planes.shape[4]
+    y = np.empty((n, oh * wq, c), dtype=planes.dtype)
+    rows = max(1, (1 << 16) // c)
+    tmp = np.empty((rows, c), dtype=planes.dtype)
+    for b in range(n):
+        for r0 in range(0, length, rows):
+            r1 = min(length, r0 + rows)
+            acc, tmp_k = y[b, r0:r1], tmp[:r1 - r0]
+            for t, (tap, pa, pb, off) in enumerate(taps):
+                src = planes[pa, pb, b, off + r0:off + r1]
+                if t == 0:
+                    np.multiply(src, wt[tap], out=acc)
+                else:
+                    np.multiply(src, wt[tap], out=tmp_k)
+                    acc += tmp_k
+    y = y.reshape(n, oh, wq, c)[:, :, :ow].transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(y)
 
 
 def _pool_geometry(x, kernel_size, stride, padding, dilation, what):

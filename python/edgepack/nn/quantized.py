@@ -108,8 +108,8 @@ def quantize_u8(x: np.ndarray, scale: float, zero_point: int, out: np.ndarray | 
 
 
 def _check_mode(activations, x_scale, x_zero_point):
-    if activations not in ("dynamic", "static"):
-        raise ValueError(f"activations must be 'dynamic' or 'static'; got {activations!r}")
+    if activations not in ("dynamic", "static", "weights_only"):
+        raise ValueError(f"activations must be 'dynamic', 'static' or 'weights_only'; got {activations!r}")
     if activations == "static":
         if x_scale is None or not float(x_scale) > 0 or not np.isfinite(float(x_scale)):
             raise ValueError(f"static activations need x_scale > 0; got {x_scale!r}")
@@ -195,6 +195,8 @@ class QLinear(_QBase):
         self.out_features = int(out_features)
         if self.in_features < 1 or self.out_features < 1:
             raise ValueError(f"in_features and out_features must be positive; got {in_features}, {out_features}")
+        if activations == "weights_only":
+            raise ValueError("QLinear runs int8 activations: activations must be 'dynamic' or 'static'")
         self.activations = activations
         self.x_scale, self.x_zero_point = _check_mode(activations, x_scale, x_zero_point)
         self.activation = _check_activation(activation)
@@ -259,12 +261,18 @@ class QConv2d(_QBase):
     Depthwise convolutions (``groups == in_channels``, one input channel per group) have
     ``kh * kw`` (e.g. 9) multiply-adds per output: far too little for a GEMM.  They keep int8
     weights in the file (4x smaller) but compute in float32 with the dequantized weights, so they
-    cost no accuracy; ``kernel_path()`` says so.  1x1 convolutions with stride 1 skip im2col.
+    cost no accuracy; ``kernel_path()`` says so.  With ``int8_depthwise=True`` (static activations;
+    what :func:`edgepack.quantize` gives imported graphs) they quantize their input like the other
+    layers and run the int8 depthwise kernel, so a chain of int8 layers stays int8 when the graph is
+    lowered to NHWC.  ``activations="weights_only"`` keeps the int8 weights (4x smaller) but
+    computes in float32 like the depthwise path: for layers too small for int8 to pay (a
+    squeeze-excitation 1x1 conv on a 1x1 map).  1x1 convolutions with stride 1 skip im2col.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, activations: str = "dynamic", x_scale: float | None = None,
-                 x_zero_point: int | None = None, activation: str | None = None, weights: str = "per_channel"):
+                 x_zero_point: int | None = None, activation: str | None = None, weights: str = "per_channel",
+                 int8_depthwise: bool = False):
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.groups = int(groups)
@@ -285,18 +293,24 @@ class QConv2d(_QBase):
         self.weight_q = np.zeros((self.out_channels, cg) + self.kernel_size, np.int8)
         self.w_scale = np.ones(self.out_channels, np.float32)
         self.bias = np.zeros(self.out_channels, np.float32) if bias else None
+        self.int8_depthwise = bool(int8_depthwise)
+        if self.int8_depthwise and not (self.depthwise and activations == "static"
+                                        and self.activation in (None, "relu", "silu")):
+            raise ValueError("int8_depthwise needs a depthwise layer (groups == in_channels) with static "
+                             f"activations and no activation or relu/silu; got groups {groups}, "
+                             f"activations {activations!r}, activation {self.activation!r}")
         self._packed = None
         self._wf = None
 
     @classmethod
     def from_float(cls, conv, *, weights: str = "per_channel", activations: str = "dynamic",
                    x_scale: float | None = None, x_zero_point: int | None = None,
-                   activation: str | None = None) -> "QConv2d":
+                   activation: str | None = None, int8_depthwise: bool = False) -> "QConv2d":
         """Quantize a float :class:`edgepack.nn.Conv2d` (its weights are not modified)."""
         q, s = quantize_weight(conv.weight, weights == "per_channel")
         obj = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                   conv.dilation, conv.groups, conv.bias is not None, activations, x_scale, x_zero_point,
-                  activation, weights)
+                  activation, weights, int8_depthwise)
         obj.weight_q, obj.w_scale = q, s
         if conv.bias is not None:
             obj.bias = np.ascontiguousarray(conv.bias, np.float32)
@@ -312,7 +326,13 @@ class QConv2d(_QBase):
         return self.weight_q.astype(np.float32) * self.w_scale[:, None, None, None]
 
     def _repack(self) -> None:
-        if self.depthwise:
+        if self.depthwise and self.int8_depthwise:
+            # int8 activations too: the depthwise int8 kernel (NHWC, channels in vector lanes)
+            self._packed = _kernels().pack_conv_weights(np.ascontiguousarray(self.weight_q), stride=self.stride,
+                                                        pads=self.padding, dilation=self.dilation,
+                                                        groups=self.groups)
+            return
+        if self.depthwise or self.activations == "weights_only":
             self._wf = self.dequantized_weight()
             self._packed = []
             return
@@ -325,12 +345,21 @@ class QConv2d(_QBase):
                         for g in range(self.groups)]
 
     def get_config(self):
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
-                "bias": self.bias is not None, **self._base_config()}
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+               "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+               "padding": list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
+               "bias": self.bias is not None, **self._base_config()}
+        if self.int8_depthwise:       # only when set: files of float-depthwise layers stay as they were
+            cfg["int8_depthwise"] = True
+        return cfg
 
     def kernel_path(self) -> str:
+        if self.depthwise and self.int8_depthwise:
+            act = f" +{self.activation}" if self.activation else ""
+            return f"int8 depthwise {_isa()} (static u8){act}"
+        if self.activations == "weights_only":
+            act = f" +{self.activation}" if self.activation else ""
+            return f"numpy f32 (int8 weights){act}"
         if self.depthwise:
             act = f" +{self.activation}" if self.activation else ""
             return f"numpy f32 depthwise (int8 weights){act}"
@@ -342,7 +371,14 @@ class QConv2d(_QBase):
             raise ValueError(f"QConv2d expects x of shape (N, {self.in_channels}, H, W); got shape {x.shape}")
         if self._packed is None:
             self._repack()
-        if self.depthwise:
+        if self.depthwise and self.int8_depthwise:
+            k = _kernels()
+            xq = k.quantize(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), self.x_scale, np.uint8(self.x_zero_point),
+                            dtype=np.uint8)
+            y = k.conv2d_int8(xq, self._packed, self.w_scale, self.bias, x_scale=self.x_scale,
+                              x_zero_point=np.uint8(self.x_zero_point), activation=self.activation)
+            return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        if self.depthwise or self.activations == "weights_only":
             y = F.conv2d(x, self._wf, self.bias, self.stride, self.padding, self.dilation, self.groups)
             fn = ACTIVATIONS[self.activation]
             return y if fn is None else fn(y)

@@ -226,20 +226,29 @@ def _remove_units(groups: list[_Group], fraction: float, scope: str) -> None:
 
 # -- the public function --------------------------------------------------------------------------
 
-def prune(model: Module, sparsity: float, *, structure: str = "unstructured", scope: str = "global",
+def prune(model: Module, sparsity=None, *, structure: str | None = None, scope: str = "global",
           skip=(), schedule: str | None = None, steps: int = 5, fine_tune=None, epochs: int = 2,
           final_epochs: int | None = None, lr: float = 1e-3, batch_size: int = 64,
           optimizer: str = "adam", seed: int | None = 0, progress: bool = False,
-          criterion: str = "magnitude", sparse_kernels: str = "auto", train_kwargs: dict | None = None) -> Module:
+          criterion: str = "magnitude", sparse_kernels: str = "auto", train_kwargs: dict | None = None,
+          amount=None, importance: str = "l1", round_to: int | None = None, example=None,
+          target: str = "channels", labels=None) -> Module:
     """Prune a model by weight magnitude; returns a new model (``model`` is left untouched).
+
+    Graphs (:class:`edgepack.nn.Graph`, e.g. from :func:`edgepack.from_onnx`) are pruned by
+    :func:`edgepack.prune.graph.prune_graph`: ``structure="channels"`` (their default) removes
+    output channels for real across residual Adds, Concats, depthwise convs, SE gates and
+    Flatten -> Gemm, found by dependency analysis; the result has ``.report`` (groups, parameters,
+    FLOPs and file size before and after).  The graph-only arguments are described at the end.
 
     Parameters
     ----------
-    model : edgepack.nn.Module
-        Float model; its Linear and Conv2d layers are pruned.
+    model : edgepack.nn.Module or edgepack.nn.Graph
+        Float model; its Linear and Conv2d layers (a graph's Conv/Gemm/MatMul nodes) are pruned.
     sparsity : float in [0, 1)
         Fraction of weights (unstructured), or of output units (neurons/channels) to remove.
-        For ``"2:4"`` it must be 0.5 (or None).
+        For ``"2:4"`` it must be 0.5 (or None).  ``amount`` is the same argument under the
+        graph API's name.
     structure : {"unstructured", "2:4", "neurons", "channels"}
         ``"unstructured"``: smallest |w|.  ``"2:4"``: the 2 largest of every 4 consecutive inputs
         (input size a multiple of 4; other layers are left dense with a warning).  ``"neurons"``
@@ -277,11 +286,50 @@ def prune(model: Module, sparsity: float, *, structure: str = "unstructured", sc
         (``"measure"``), all, or none.  ``summary()`` shows each
         layer's kernel.
 
+    Graph-only arguments
+    --------------------
+    structure : {"channels", "unstructured", "2:4"}
+        Default ``"channels"`` for a graph.  ``"unstructured"``/``"2:4"`` mask the Conv/Gemm/MatMul
+        weights and put the layers the density rule picks on the sparse kernels (``edgepack.Layer``
+        nodes running SparseLinear/SparseConv2d; ``sparse_kernels`` as above).
+    amount : float in [0, 1) or dict {group name: float}
+        Channels: the fraction of prunable channels (or of the weight layers' multiply-adds with
+        ``target="flops"``) to remove; a dict prunes each named group by its own fraction.
+    importance : {"l1", "l2", "bn_scale", "taylor"}
+        How channels are ranked (:func:`edgepack.graph.passes.channels.prune_channels`):
+        ``"bn_scale"`` needs the BatchNorm nodes (``from_onnx(path, fold_batchnorm=False)``);
+        ``"taylor"`` computes gradients on ``example`` (or the ``fine_tune`` inputs) against
+        ``labels`` or the graph's own predictions.
+    round_to : int, optional
+        Keep multiples of this many channels per group (8 or 16: SIMD-friendly widths).
+    example : ndarray or dict, optional
+        An input batch to trace shapes (needed when the graph's input sizes are not fixed).
+    fine_tune : ndarray, (X, y) or callable
+        For a graph, inputs ``X`` alone mean distillation from the original graph's outputs (no
+        labels), the default recovery; ``(X, y)`` trains on labels.
+
     Returns
     -------
     edgepack.nn.Module
         The pruned model in eval mode (no ``weight_mask`` attributes left).
     """
+    from ..graph.ir import Graph
+
+    if amount is not None:
+        if sparsity is not None:
+            raise TypeError("give sparsity or amount (the same argument), not both")
+        sparsity = amount
+    if isinstance(model, Graph):
+        from .graph import prune_graph
+
+        return prune_graph(model, sparsity, structure=structure or "channels", importance=importance,
+                           scope=scope, skip=skip, round_to=round_to, example=example, target=target,
+                           schedule=schedule, steps=steps, fine_tune=fine_tune, epochs=epochs,
+                           final_epochs=final_epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                           seed=seed, progress=progress, criterion=criterion, sparse_kernels=sparse_kernels,
+                           train_kwargs=train_kwargs, labels=labels)
+    if structure is None:
+        structure = "unstructured"
     if not isinstance(model, Module):
         raise TypeError(f"model must be an edgepack.nn Module; got {type(model).__name__}")
     if structure not in STRUCTURES:
@@ -419,9 +467,15 @@ class SensitivityResult:
         return ax
 
 
-def sensitivity(model: Module, X, y, sparsities=(0.25, 0.5, 0.75, 0.9), *, structure: str = "unstructured",
-                skip=(), batch_size: int = 256, plot: str | None = None) -> SensitivityResult:
+def sensitivity(model: Module, X, y=None, sparsities=(0.25, 0.5, 0.75, 0.9), *, structure: str | None = None,
+                skip=(), batch_size: int = 256, plot: str | None = None, importance: str = "l1", metric=None,
+                example=None) -> SensitivityResult:
     """Accuracy drop when each prunable layer alone is pruned, at each sparsity (no fine-tuning).
+
+    For a graph (:class:`edgepack.nn.Graph`) the rows are channel groups and the score is the
+    accuracy against ``y``, ``metric(outputs, y)``, or without labels the agreement with the
+    original graph's argmax (see :func:`edgepack.prune.graph.sensitivity_graph`); ``importance``
+    and ``example`` are as in :func:`prune`.
 
     Parameters
     ----------
@@ -441,6 +495,18 @@ def sensitivity(model: Module, X, y, sparsities=(0.25, 0.5, 0.75, 0.9), *, struc
     SensitivityResult
         ``str()`` is the table; ``.plot(path)`` draws it.
     """
+    from ..graph.ir import Graph
+
+    if isinstance(model, Graph):
+        from .graph import sensitivity_graph
+
+        return sensitivity_graph(model, X, y, sparsities, structure=structure or "channels", importance=importance,
+                                 skip=skip, batch_size=min(batch_size, 64), metric=metric, example=example,
+                                 plot=plot)
+    if y is None:
+        raise TypeError("sensitivity needs labels y for a layer model")
+    if structure is None:
+        structure = "unstructured"
     if structure not in ("unstructured", "neurons", "channels"):
         raise ValueError(f"structure must be 'unstructured', 'neurons' or 'channels'; got {structure!r}")
     sps = [float(s) for s in sparsities]

@@ -1,10 +1,17 @@
-"""Post-training int8 quantization of a model's Linear and Conv2d layers."""
+"""Post-training int8 quantization of a model's Linear and Conv2d layers (and Conv/Gemm/MatMul
+nodes of a graph).
+
+There is one implementation, :mod:`edgepack.graph.passes.quantize`: a module tree is lowered to a
+graph (:func:`edgepack.graph.from_module`), quantized there, and written back into a copy of the
+tree (:func:`edgepack.graph.to_module`), so hand-built and imported models share calibration,
+conversion and the report.  This module checks the arguments, translates module-tree options
+(``skip`` by dotted name or class) and keeps :func:`to_float`.
+"""
 
 from __future__ import annotations
 
 import copy
 import types
-from typing import Iterable
 
 import numpy as np
 
@@ -12,51 +19,13 @@ from ..nn.base import Module
 from ..nn.containers import Sequential
 from ..nn.layers import GELU, Conv2d, Identity, Linear, ReLU, SiLU
 from ..nn.quantized import QConv2d, QLinear
-from .observers import METHODS, make_observer, sqnr_db
-from .report import LayerReport, QuantizationReport
+from .observers import METHODS
+from .report import QuantizationReport
 
 __all__ = ["quantize", "to_float"]
 
 _CHUNK = 256          # rows per forward pass while calibrating (bounds activation memory)
 _REPORT_ROWS = 1024   # rows of an array calibration set used for the report
-
-
-def _fusable(m: Module) -> str | None:
-    """The linear_int8 activation name that reproduces layer ``m``, or None."""
-    if type(m) is ReLU:
-        return "relu"
-    if type(m) is SiLU:
-        return "silu"
-    if type(m) is GELU:
-        return "gelu" if m.approximate == "none" else "gelu_tanh"
-    return None
-
-
-def _batches(calibration) -> Iterable[np.ndarray]:
-    """An array (split into chunks of rows) or an iterable of arrays -> float arrays."""
-    if calibration is None:
-        return
-    if isinstance(calibration, np.ndarray):
-        if calibration.ndim == 0 or calibration.shape[0] == 0:
-            raise ValueError(f"calibration must have at least one row; got shape {calibration.shape}")
-        for s in range(0, calibration.shape[0], _CHUNK):
-            yield calibration[s:s + _CHUNK]
-        return
-    if isinstance(calibration, (str, bytes)) or not hasattr(calibration, "__iter__"):
-        raise TypeError(f"calibration must be an array or an iterable of arrays; got {type(calibration).__name__}")
-    for i, b in enumerate(calibration):
-        b = np.asarray(b)
-        if b.dtype.kind not in "fiu" or b.ndim == 0:
-            raise TypeError(f"calibration batch {i} must be a numeric array with a batch axis; got {b.dtype} {b.shape}")
-        yield b
-
-
-def _report_batch(calibration, report_batch):
-    if report_batch is not None:
-        return np.asarray(report_batch)
-    if isinstance(calibration, np.ndarray):
-        return calibration[:_REPORT_ROWS]
-    return None
 
 
 def _skip_matcher(skip, names: list[str]):
@@ -82,8 +51,15 @@ def _skip_matcher(skip, names: list[str]):
 
 def quantize(model: Module, calibration=None, *, weights: str = "per_channel", activations: str = "dynamic",
              method: str = "minmax", percentile: float = 99.99, skip=(), keep_float_below_db: float | None = None,
-             report_batch=None) -> Module:
+             report_batch=None, accuracy=None, max_drop: float = 0.01, min_macs: int = 32768) -> Module:
     """Post-training int8 quantization: a new model whose Linear and Conv2d layers run int8 kernels.
+
+    A :class:`edgepack.nn.Graph` (e.g. from :func:`edgepack.from_onnx`) is quantized node by node:
+    every Conv (1-D, 2-D), Gemm and MatMul with a constant weight gets per-channel int8 weights and
+    runs the same int8 layers; ``skip`` then takes node names or op types, and ``calibration`` may
+    be a dict of arrays (or an iterable of dicts) for graphs with several inputs.  A module tree
+    goes through the same passes (lowered with :func:`edgepack.graph.from_module`, written back
+    with :func:`edgepack.graph.to_module`).
 
     Parameters
     ----------
@@ -91,8 +67,9 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
         A float model (left untouched; the result is a deep copy with its layers replaced).
     calibration : ndarray or iterable of ndarrays, optional
         Representative inputs, e.g. float32 (N, features) or (N, C, H, W); an array is processed
-        in chunks of 256 rows, an iterable batch by batch, so memory stays bounded.  Required for
-        ``activations="static"``; otherwise only used for the report (its first 1024 rows).
+        in chunks of 256 rows (64 for a graph), an iterable batch by batch, so memory stays
+        bounded.  Required for ``activations="static"``; otherwise only used for the report (the
+        first 1024 rows of an array, 256 for a graph; an iterable's first batch).
     weights : "per_channel" or "per_tensor"
         Symmetric int8 weights in [-127, 127]: one scale per output channel or one per layer.
     activations : "dynamic" or "static"
@@ -110,21 +87,34 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
         below this many dB.  Needs ``calibration`` or ``report_batch``.
     report_batch : ndarray, optional
         Inputs for the report's SQNR figures (default: the calibration data).
+    accuracy : (metric, X, y) or callable, optional
+        The accuracy-aware mode: ``metric(outputs, y) -> float`` (higher is better) on the
+        model's output for ``X``, or ``score(model) -> float`` (a module tree gets the candidate
+        as a module tree, a graph as a graph).  When the all-int8 model scores more than
+        ``max_drop`` below float, the layers whose float version helps most are kept float, one
+        at a time, until it does not (see :func:`edgepack.graph.passes.quantize.quantize_graph`).
+    min_macs : int
+        Graphs only: Conv/Gemm/MatMul nodes with fewer multiply-adds per sample than this (on the
+        first calibration batch) stay float, reported as "float (small)" (0: quantize all).
+    max_drop : float
+        The score drop the accuracy-aware mode accepts.
 
     Returns
     -------
     edgepack.nn.Module
         The quantized model; Linear -> :class:`~edgepack.nn.quantized.QLinear`, Conv2d ->
-        :class:`~edgepack.nn.quantized.QConv2d` (a ReLU/GELU/SiLU right after one in a Sequential
-        is fused into it and replaced by Identity); pruned float layers (SparseLinear,
-        SparseConv2d from :func:`edgepack.prune`) get int8 values with per-row scales and run
-        the int8 sparse kernel with dynamic activations, whatever ``activations`` says.  ``qmodel.report`` is a
+        :class:`~edgepack.nn.quantized.QConv2d` (a ReLU/GELU/SiLU right after one is fused into
+        it and replaced by Identity, as is a BatchNorm right after a Conv2d, folded into its
+        weights); pruned float layers (SparseLinear, SparseConv2d from :func:`edgepack.prune`)
+        get int8 values with per-row scales and run the int8 sparse kernel with dynamic
+        activations, whatever ``activations`` says.  ``qmodel.report`` is a
         :class:`~edgepack.ptq.report.QuantizationReport`, also appended to ``qmodel.summary()``.
 
     Raises
     ------
     ValueError
-        Bad option values; static without calibration data; unknown layer names in ``skip``.
+        Bad option values; static without calibration data; unknown layer names in ``skip``; a
+        layer :func:`edgepack.graph.from_module` cannot lower (the message names it).
     TypeError
         ``model`` is not a Module; bad ``calibration`` or ``skip`` types.
     """
@@ -145,11 +135,31 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
         raise ValueError("activations='static' needs calibration data (an array or an iterable of arrays); "
                          "use activations='dynamic' to quantize without it")
 
-    qmodel = copy.deepcopy(model)
-    qmodel.eval()
-    modules = dict(qmodel.named_modules())
-    names = list(modules)
-    skip_names, skip_classes = _skip_matcher(skip, names)
+    from ..graph.ir import Graph
+
+    if isinstance(model, Graph):
+        from ..graph.passes.quantize import quantize_graph
+
+        return quantize_graph(model, calibration, weights=weights, activations=activations, method=method,
+                              percentile=percentile, skip=skip, keep_float_below_db=keep_float_below_db,
+                              report_batch=report_batch, accuracy=accuracy, max_drop=max_drop,
+                              min_macs=min_macs)
+    return _quantize_module(model, calibration, weights=weights, activations=activations, method=method,
+                            percentile=percentile, skip=skip, keep_float_below_db=keep_float_below_db,
+                            report_batch=report_batch, accuracy=accuracy, max_drop=max_drop)
+
+
+def _quantize_module(model: Module, calibration, *, weights, activations, method, percentile, skip,
+                     keep_float_below_db, report_batch, accuracy, max_drop) -> Module:
+    """quantize() for a module tree: lower, run the graph passes, write back."""
+    from ..graph.lower import from_module, to_module
+    from ..graph.passes.calibrate import peek
+    from ..graph.passes.quantize import prepare, run_quantize
+
+    work = copy.deepcopy(model)
+    work.eval()
+    modules = dict(work.named_modules())
+    skip_names, skip_classes = _skip_matcher(skip, list(modules))
 
     def skipped(name: str) -> bool:
         if any(name == s or name.startswith(s + ".") for s in skip_names):
@@ -157,165 +167,66 @@ def quantize(model: Module, calibration=None, *, weights: str = "per_channel", a
         if skip_classes:
             parts = name.split(".") if name else []
             for k in range(len(parts) + 1):
-                if isinstance(modules[".".join(parts[:k])], skip_classes):
+                m = modules.get(".".join(parts[:k]))
+                if m is not None and isinstance(m, skip_classes):
                     return True
         return False
 
-    targets = [n for n, m in modules.items() if type(m) in (Linear, Conv2d)]
+    # The input's rank (a batch of the data) lets Linear layers on 2-D inputs lower to Gemm.
+    first, calibration = peek(calibration)
+    sample = report_batch if report_batch is not None else first
+    rank = np.ndim(sample) if sample is not None and not isinstance(sample, dict) else None
+    lowered = from_module(work, input_rank=rank or None)
+    if lowered.inputs[0]["dtype"] == "float32":
+        calibration = _float_batches(calibration, "calibration")
+        if report_batch is not None:
+            report_batch = _float_batches(np.asarray(report_batch), "report_batch")
+    g, targets = prepare(lowered)
+    r = run_quantize(g, targets, {t.index for t in targets if skipped(t.name)}, weights=weights,
+                     activations=activations, method=method, percentile=percentile,
+                     keep_float_below_db=keep_float_below_db, calibration=calibration, report_batch=report_batch,
+                     accuracy=accuracy, max_drop=max_drop, chunk=_CHUNK, report_rows=_REPORT_ROWS,
+                     wrap=lambda gr: to_module(gr, like=work))
+    qmodel = to_module(r.graph, like=work)
 
-    # Following activation for fusion: only inside a Sequential (call order is child order).
-    fuse: dict[str, tuple[str, str]] = {}
-    for n in targets:
-        parent, _, child = n.rpartition(".")
-        pm = modules.get(parent) if n else None
-        if isinstance(pm, Sequential) and child.isdigit() and int(child) + 1 < len(pm.layers):
-            act = _fusable(pm.layers[int(child) + 1])
-            if act is not None:
-                fuse[n] = (act, f"{parent}.{int(child) + 1}" if parent else str(int(child) + 1))
-
-    # -- calibration: observe every target's input on the float model ---------------------------
-    observers = {}
-    if activations == "static":
-        observers = {n: make_observer(method, percentile) for n in targets if not skipped(n)}
-        def observe(o):
-            def hook(m, x, y):  # returns None: a hook's return value would replace y
-                o.update(x)
-            return hook
-
-        hooks = [modules[n].register_forward_hook(observe(o)) for n, o in observers.items()]
-        seen = 0
-        first = None
-        try:
-            for b in _batches(calibration):
-                if first is None:
-                    first = b
-                qmodel(b)
-                seen += 1
-        finally:
-            for h in hooks:
-                h.remove()
-        if seen == 0:
-            raise ValueError("calibration is empty: static activations need at least one batch")
-        xr = _report_batch(calibration, report_batch)
-        if xr is None:
-            xr = first
-    else:
-        xr = _report_batch(calibration, report_batch)
-        if xr is None and calibration is not None:
-            xr = next(iter(_batches(calibration)), None)
-    if keep_float_below_db is not None and xr is None:
-        raise ValueError("keep_float_below_db needs data to measure SQNR: pass calibration= or report_batch=")
-
-    # -- float reference on the report batch ----------------------------------------------------
-    f_in: dict[str, np.ndarray] = {}
-    f_out: dict[str, np.ndarray] = {}
-    f_final = None
-    if xr is not None:
-        def grab(name):
-            def hook(m, x, y):
-                f_in[name] = np.asarray(x)
-                f_out[name] = y
-            return hook
-
-        hooks = [modules[n].register_forward_hook(grab(n)) for n in targets]
-        act_hooks = [modules[an].register_forward_hook(lambda m, x, y, n=n: f_out.__setitem__(n, y))
-                     for n, (_, an) in fuse.items()]
-        try:
-            f_final = qmodel(xr)
-        finally:
-            for h in hooks + act_hooks:
-                h.remove()
-
-    # -- build the int8 layers and decide which stay float --------------------------------------
-    rows: list[LayerReport] = []
-    replace: dict[str, Module] = {}
-    for n in targets:
-        fl = modules[n]
-        before = fl.nbytes()
-        if skipped(n):
-            rows.append(LayerReport(n, type(fl).__name__, "float (skip)", None, None, before, before, ""))
-            continue
-        kw = {"weights": weights, "activations": activations, "activation": fuse.get(n, (None,))[0]}
-        if activations == "static":
-            s, z = observers[n].qparams()
-            kw.update(x_scale=s, x_zero_point=z)
-        ql = (QLinear if type(fl) is Linear else QConv2d).from_float(fl, **kw)
-        sq = None
-        if n in f_in:
-            sq = sqnr_db(f_out[n], ql(f_in[n]))
-        status = "int8"
-        if keep_float_below_db is not None and sq is not None and sq < keep_float_below_db:
-            status = "float (sqnr)"
-        row = LayerReport(n, type(fl).__name__, status, sq, None, before,
-                          ql.nbytes() if status == "int8" else before, "",
-                          kw.get("x_scale"), kw.get("x_zero_point"))
-        rows.append(row)
-        if status == "int8":
-            replace[n] = ql
-
-    # -- install ----------------------------------------------------------------------------------
-    for n, ql in replace.items():
-        if n == "":
-            qmodel = ql
-            continue
-        parent, _, child = n.rpartition(".")
-        modules[parent].set_child(child, ql)
-        if n in fuse:
-            ap, _, ac = fuse[n][1].rpartition(".")
-            modules[ap].set_child(ac, Identity())
-
-    # Pruned layers (edgepack.prune's SparseLinear/SparseConv2d) get int8 values too: per-row
-    # weight scales, dynamic activations, the int8 sparse kernel.
-    from ..nn.sparse import SparseConv2d, SparseLinear
-
-    for n, m in list(qmodel.named_modules()):
-        if type(m) in (SparseLinear, SparseConv2d) and m.dtype == "float32" and not skipped(n):
-            qm = m.to_int8()
-            rows.append(LayerReport(n, type(m).__name__, "int8 sparse", None, None, m.nbytes(), qm.nbytes(), ""))
-            if n == "":
-                qmodel = qm
-            else:
-                parent, _, child = n.rpartition(".")
-                dict(qmodel.named_modules())[parent].set_child(child, qm)
-
-    # -- cumulative SQNR on the quantized model ---------------------------------------------------
-    output_sqnr = None
-    if xr is not None:
-        qmods = dict(qmodel.named_modules())
-        q_out: dict[str, np.ndarray] = {}
-        hooks = [qmods[n].register_forward_hook(lambda m, x, y, n=n: q_out.__setitem__(n, y))
-                 for n in targets if n in qmods]
-        try:
-            q_final = qmodel(xr)
-        finally:
-            for h in hooks:
-                h.remove()
-        for r in rows:
-            if r.name in q_out and r.name in f_out:
-                # A kept-float layer's float reference is its pre-activation output, as in qmodel.
-                ref = f_out[r.name]
-                if r.status != "int8" and r.name in fuse:
-                    ref = modules[r.name](f_in[r.name])
-                r.cumulative_sqnr_db = sqnr_db(ref, q_out[r.name])
-        output_sqnr = sqnr_db(f_final, q_final)
-
+    # Rows name the layers as the module tree does: class and kernel of the layer at that path.
     qmods = dict(qmodel.named_modules())
-    for r in rows:
-        m = qmods.get(r.name)
+    for row in r.rows:
+        if row.name in modules:
+            row.layer = type(modules[row.name]).__name__
+        m = qmods.get(row.name)
         if m is not None:
-            r.kernel = m.kernel_path()
-
-    report = QuantizationReport(
-        layers=rows,
-        settings={"weights": weights, "activations": activations, "method": method,
-                  "percentile": percentile, "keep_float_below_db": keep_float_below_db,
-                  "skip": [s if isinstance(s, str) else s.__name__ for s in
-                           ((skip,) if isinstance(skip, (str, type)) else tuple(skip))]},
-        output_sqnr_db=output_sqnr,
-        batch_rows=0 if xr is None else int(np.shape(xr)[0]) if np.ndim(xr) else 0,
-    )
+            row.kernel = m.kernel_path()
+    settings = {"weights": weights, "activations": activations, "method": method, "percentile": percentile,
+                "keep_float_below_db": keep_float_below_db,
+                "skip": [s if isinstance(s, str) else s.__name__ for s in
+                         ((skip,) if isinstance(skip, (str, type)) else tuple(skip))]}
+    if accuracy is not None:
+        settings.update(accuracy=r.notes or None, max_drop=max_drop)
+    report = QuantizationReport(layers=r.rows, settings=settings, output_sqnr_db=r.output_sqnr_db,
+                                batch_rows=r.batch_rows)
     _attach_report(qmodel, report)
     return qmodel
+
+
+def _float_batches(data, what: str):
+    """``data`` with every batch checked to be floating point (a float model's layers refuse
+    integer input rather than cast it: token ids sent to a float layer are usually a bug)."""
+    def check(b, where):
+        kind = np.asarray(b).dtype.kind
+        if kind != "f":
+            raise TypeError(f"{where} must be a floating-point array for this model (its first layer takes "
+                            f"float32; integer ids need a model that starts with an Embedding); "
+                            f"got {np.asarray(b).dtype}")
+        return b
+
+    if data is None:
+        return None
+    if isinstance(data, np.ndarray):
+        return check(data, what)
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        return data      # the calibration step raises its TypeError
+    return (check(b, f"{what} batch {i}") for i, b in enumerate(data))
 
 
 def _summary_with_report(self, input_shape=None, *, print_fn=print, **kw) -> str:

@@ -12,6 +12,14 @@ from .tokenizer import Tokenizer
 __all__ = ["SentenceEncoder"]
 
 _QUANTIZE = (None, "int8")
+_KIND_KEY = "edgepack_kind"
+
+
+def is_saved_encoder(metadata) -> bool:
+    """True when a model file's user metadata (``read_header(path)["metadata"]``) marks a
+    :meth:`SentenceEncoder.save` file."""
+    return (isinstance(metadata, dict) and metadata.get(_KIND_KEY) == "SentenceEncoder"
+            and isinstance(metadata.get("tokenizer_json"), str))
 
 
 class SentenceEncoder:
@@ -91,6 +99,48 @@ class SentenceEncoder:
             from .quant import CALIBRATION_TEXT, quantize_bert
 
             model = quantize_bert(model, tok.encode(CALIBRATION_TEXT))
+        return cls(model, tok, quantize)
+
+    def save(self, path) -> None:
+        """Write the encoder to one edgepack model file, tokenizer included.
+
+        The file is :func:`edgepack.save`'s format (JSON header + raw tensors, no pickle): the
+        module tree with its tensors as they are (an int8 encoder keeps its int8 weights, scales
+        and smoothing factors, so :meth:`load` never recalibrates), and in the header's metadata
+        the tokenizer.json text, the truncation length and the quantization mode.
+        ``edgepack.load(path)`` on the same file gives the bare module tree.
+        """
+        from ..io import save
+
+        save(self.model, path, metadata={_KIND_KEY: "SentenceEncoder", "quantize": self.quantize,
+                                         "max_seq_length": self.max_seq_length,
+                                         "tokenizer_json": self.tokenizer.to_json()})
+
+    @classmethod
+    def load(cls, path) -> "SentenceEncoder":
+        """Read a file written by :meth:`save`; the result encodes bit-identically to the saved one.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` does not exist.
+        ValueError
+            The file is corrupt, or is an edgepack model file but not a saved SentenceEncoder.
+        """
+        from ..io import load, read_header
+
+        meta = read_header(path)["metadata"]
+        if not is_saved_encoder(meta):
+            raise ValueError(f"{path}: not a saved SentenceEncoder (no tokenizer in its metadata); "
+                             "load it with edgepack.load")
+        max_len, quantize = meta.get("max_seq_length"), meta.get("quantize")
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 3 or quantize not in _QUANTIZE:
+            raise ValueError(f"{path}: corrupt SentenceEncoder metadata (max_seq_length {max_len!r}, "
+                             f"quantize {quantize!r})")
+        model = load(path)
+        if not isinstance(model, BertModel):
+            raise ValueError(f"{path}: a SentenceEncoder file must hold a BertModel; got {type(model).__name__}")
+        tok = Tokenizer(path, max_len, json_text=meta["tokenizer_json"])
         return cls(model, tok, quantize)
 
     def encode(self, sentences, batch_size: int = 32, normalize: bool = True,

@@ -28,18 +28,29 @@ class Tokenizer:
     and padding are the encoder's job.
     """
 
-    def __init__(self, path, max_length: int):
+    def __init__(self, path, max_length: int, *, json_text: str | None = None):
         tk = require("tokenizers", "edgepack.text")
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
-        try:
-            self._tok = tk.Tokenizer.from_file(str(path))
-        except Exception as e:  # tokenizers raises a bare Exception for a bad file
-            raise ValueError(f"{path} is not a readable tokenizer.json: {e}") from None
+        if json_text is not None:
+            # the tokenizer.json text itself (a saved SentenceEncoder carries it in its file)
+            try:
+                self._tok = tk.Tokenizer.from_str(json_text)
+            except Exception as e:  # tokenizers raises a bare Exception for bad JSON
+                raise ValueError(f"{path}: the embedded tokenizer.json is not readable: {e}") from None
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"tokenizer file not found: {path}")
+            try:
+                self._tok = tk.Tokenizer.from_file(str(path))
+            except Exception as e:  # tokenizers raises a bare Exception for a bad file
+                raise ValueError(f"{path} is not a readable tokenizer.json: {e}") from None
         self.max_length = int(max_length)
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=self.max_length)
+
+    def to_json(self) -> str:
+        """The tokenizer as tokenizer.json text (what :class:`Tokenizer` reads back)."""
+        return self._tok.to_str()
 
     @staticmethod
     def default_max_length(model_dir: Path, max_positions: int) -> int:

@@ -51,51 +51,97 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="epoch", leave=False)
 
 
+class _LayerEngine:
+    """How :func:`fit` drives an edgepack.nn layer model (graphs use
+    :class:`edgepack.graph.train.GraphEngine`, which has the same methods)."""
+
+    def __init__(self, model):
+        autograd.supported(model)
+        self.model = model
+
+    def parameters(self):
+        return autograd.parameters(self.model)
+
+    def forward(self, x, ctx):
+        return autograd.forward(self.model, x, ctx)
+
+    def train(self):
+        self.model.train()
+
+    def eval(self):
+        self.model.eval()
+
+
+def rows_of(X) -> int:
+    """Rows of an input array, or of a dict of input arrays (all the same)."""
+    if isinstance(X, dict):
+        return int(next(iter(X.values())).shape[0])
+    return int(X.shape[0])
+
+
+def take_rows(X, idx):
+    if isinstance(X, dict):
+        return {k: v[idx] for k, v in X.items()}
+    return X[idx]
+
+
 def fit(model, X: np.ndarray, batch_loss: Callable, *, epochs: int, batch_size: int, optimizer: str,
         lr: float, weight_decay: float, seed, progress: bool, evaluate: Callable | None = None,
-        extra_params=(), taps: Callable | None = None, desc: str = "train") -> dict:
+        extra_params=(), taps: Callable | None = None, desc: str = "train", engine=None,
+        steps_per_epoch: int | None = None, callback: Callable | None = None) -> dict:
     """Mini-batch gradient descent over ``model`` (and ``extra_params``).
 
     ``batch_loss(idx, out, ctx) -> (loss, grad_out, correct or None)`` scores one batch;
     ``taps(idx, ctx)`` may return ``{id(module): fn(y) -> extra grad}`` for hidden-state losses
-    (a tap adds the gradients of its own parameters with ``ctx.add``);
-    ``evaluate()`` returns a dict of validation figures added to the history each epoch.
+    (a tap adds the gradients of its own parameters with ``ctx.add``; for a graph the keys are
+    value names); ``evaluate()`` returns a dict of validation figures added to the history each
+    epoch.  ``engine`` drives the model (default: the layer autograd); ``X`` may be a dict of
+    input arrays.  ``steps_per_epoch`` caps the batches of an epoch; ``callback(step, loss)`` is
+    called after every optimizer step.
     """
-    autograd.supported(model)
-    params = autograd.parameters(model) + list(extra_params)
+    eng = engine if engine is not None else _LayerEngine(model)
+    params = eng.parameters() + list(extra_params)
     opt = make_optimizer(optimizer, params, lr, weight_decay)
     rng = np.random.default_rng(seed)
-    n = X.shape[0]
+    n = rows_of(X)
     hist: dict[str, list] = {"loss": [], "accuracy": [], "time": []}
     bar = _progress(epochs, desc, progress)
-    model.train()
+    eng.train()
+    step = 0
     try:
         for _ in range(epochs):
             t0 = time.perf_counter()
             order = rng.permutation(n)
-            tot, correct, scored = 0.0, 0, 0
-            for s in range(0, n, batch_size):
+            tot, correct, scored, seen = 0.0, 0, 0, 0
+            starts = range(0, n, batch_size)
+            if steps_per_epoch is not None:
+                starts = list(starts)[:steps_per_epoch]
+            for s in starts:
                 idx = order[s:s + batch_size]
                 ctx = autograd.Context(rng)
                 if taps is not None:
                     ctx.taps = taps(idx, ctx)
-                out, back = autograd.forward(model, X[idx], ctx)
+                out, back = eng.forward(take_rows(X, idx), ctx)
                 loss, g, ok = batch_loss(idx, out, ctx)
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss} (lower lr, or check the inputs)")
                 back(g.astype(out.dtype, copy=False))
                 opt.step(ctx.grads)
                 tot += loss * len(idx)
+                seen += len(idx)
+                step += 1
+                if callback is not None:
+                    callback(step, loss)
                 if ok is not None:
                     correct += ok
                     scored += len(idx)
-            hist["loss"].append(tot / n)
+            hist["loss"].append(tot / max(seen, 1))
             hist["accuracy"].append(correct / scored if scored else None)
             if evaluate is not None:
-                model.eval()
+                eng.eval()
                 for k, v in evaluate().items():
                     hist.setdefault(k, []).append(v)
-                model.train()
+                eng.train()
             hist["time"].append(time.perf_counter() - t0)
             if bar is not None:
                 post = {"loss": f"{hist['loss'][-1]:.4f}"}
@@ -108,24 +154,29 @@ def fit(model, X: np.ndarray, batch_loss: Callable, *, epochs: int, batch_size: 
     finally:
         if bar is not None:
             bar.close()
-        model.eval()
+        eng.eval()
     if all(a is None for a in hist["accuracy"]):
         del hist["accuracy"]
     return hist
 
 
+def wrap_user_loss(loss: Callable) -> Callable:
+    """A user loss ``loss(output, target) -> (value, grad)`` with its result checked."""
+    def user(out, target):
+        r = loss(out, target)
+        if not (isinstance(r, tuple) and len(r) == 2):
+            raise TypeError("a callable loss must return (value, gradient with respect to the output)")
+        v, g = r
+        g = np.asarray(g)
+        if g.shape != out.shape:
+            raise ValueError(f"the loss gradient must have the output's shape {out.shape}; got {g.shape}")
+        return float(v), g
+    return user
+
+
 def _resolve_loss(loss):
     if callable(loss):
-        def user(out, target):
-            r = loss(out, target)
-            if not (isinstance(r, tuple) and len(r) == 2):
-                raise TypeError("a callable loss must return (value, gradient with respect to the output)")
-            v, g = r
-            g = np.asarray(g)
-            if g.shape != out.shape:
-                raise ValueError(f"the loss gradient must have the output's shape {out.shape}; got {g.shape}")
-            return float(v), g
-        return user, False
+        return wrap_user_loss(loss), False
     if loss not in LOSSES:
         raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable; got {loss!r}")
     return LOSSES[loss], loss == "cross_entropy"
@@ -176,8 +227,14 @@ def validation_eval(model, validation, loss_fn, classification: bool) -> Callabl
 
 
 def train(model, X, y, *, loss="cross_entropy", epochs: int = 10, batch_size: int = 64, optimizer: str = "adam",
-          lr: float = 1e-3, weight_decay: float = 0.0, validation=None, seed=None, progress: bool = True) -> dict:
+          lr: float = 1e-3, weight_decay: float = 0.0, validation=None, seed=None, progress: bool = True,
+          **graph_kw) -> dict:
     """Train ``model`` in place by mini-batch gradient descent (NumPy reverse-mode autograd).
+
+    A graph (:class:`edgepack.nn.Graph`) is trained by :func:`edgepack.graph.train.train_graph`
+    (losses on the logits before a final Softmax, ``loss="ctc"`` for sequence recognizers, and
+    the graph-only keywords ``output``, ``trainable``, ``masks``, ``batchnorm``,
+    ``steps_per_epoch``, ``callback``).
 
     Parameters
     ----------
@@ -215,8 +272,17 @@ def train(model, X, y, *, loss="cross_entropy", epochs: int = 10, batch_size: in
         ``val_loss``/``val_accuracy`` (with ``validation``), ``time`` (seconds).  The model is
         left in eval mode.
     """
+    from ..graph.ir import Graph
     from ..nn.base import Module
 
+    if isinstance(model, Graph):
+        from ..graph.train import train_graph
+
+        return train_graph(model, X, y, loss=loss, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                           lr=lr, weight_decay=weight_decay, validation=validation, seed=seed, progress=progress,
+                           **graph_kw)
+    if graph_kw:
+        raise TypeError(f"train() got unexpected keyword arguments {sorted(graph_kw)} (they apply to graphs)")
     if not isinstance(model, Module):
         raise TypeError(f"model must be an edgepack.nn Module; got {type(model).__name__}")
     X = as_inputs(X)

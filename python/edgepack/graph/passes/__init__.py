@@ -2,13 +2,17 @@
 
 - :mod:`.cleanup`: drop Identity/inference Dropout, remove nodes nothing uses;
 - :mod:`.fold`: evaluate constant subgraphs at import (with a size cap), fold BatchNorm into the
-  preceding Conv/Gemm.
+  preceding Conv/Gemm;
+- :mod:`.qdq`: Conv/MatMul/Gemm on DequantizeLinear'd int8 weights (models quantized elsewhere)
+  become edgepack int8 layers using those weights;
+- :mod:`.targets`, :mod:`.quantize`: post-training quantization of graphs.
 """
 
 from .cleanup import eliminate_dead, remove_identity
 from .fold import fold_batchnorm, fold_constants
+from .qdq import map_qdq
 
-__all__ = ["eliminate_dead", "remove_identity", "fold_constants", "fold_batchnorm", "simplify"]
+__all__ = ["eliminate_dead", "remove_identity", "fold_constants", "fold_batchnorm", "map_qdq", "simplify"]
 
 
 def simplify(graph, *, batchnorm: bool = True):
@@ -18,4 +22,5 @@ def simplify(graph, *, batchnorm: bool = True):
     g = fold_constants(g)
     if batchnorm:
         g = fold_batchnorm(g)
+    g = map_qdq(g)
     return eliminate_dead(g)

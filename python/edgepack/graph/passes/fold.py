@@ -37,9 +37,12 @@ def fold_constants(graph: Graph, max_elements: int = _FOLD_MAX) -> Graph:
             fn = d.make(node, consts)
             res = fn(*consts)
         except MemoryError:
-            raise ValueError(f"{n.label()}: folding this constant needs more memory than is available") from None
-        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as e:
+            raise ValueError(f"{n.label()}: folding this constant needs more memory than is available "
+                             "(or a hostile attribute value)") from None
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError) as e:
             raise ValueError(f"{n.label()}: {e}") from None
+        if len(n.outputs) == 1 and isinstance(res, (tuple, list)):
+            res = res[0] if res else None      # a multi-output op naming only its first output
         res = (res,) if len(n.outputs) == 1 else tuple(res)
         if any(isinstance(r, np.ndarray) and r.size > max_elements for r in res) or any(
                 not isinstance(r, np.ndarray) for o, r in zip(n.outputs, res) if o):

@@ -25,7 +25,7 @@ STUDENT = (64, 128, 128, 10)
 
 def mlp(sizes, seed: int = 0):
     """A ReLU MLP ``Sequential(Linear, ReLU, ..., Linear)`` with deterministic init."""
-    from .nn import Linear, ReLU, Sequential, seed as nn_seed
+    from ..nn import Linear, ReLU, Sequential, seed as nn_seed
 
     nn_seed(seed)
     layers = []
@@ -48,8 +48,8 @@ def pipeline(x_train, y_train, *, seed: int = 0, teacher_sizes=TEACHER, student_
     Returns a dict name -> model, in that order (keys "teacher", "student", "student pruned",
     "student pruned int8").
     """
-    from . import distill, prune, quantize, train
-    from .nn.sparse import quantize_sparse
+    from .. import distill, prune, quantize, train
+    from ..nn.sparse import quantize_sparse
 
     t0 = time.perf_counter()
     teacher = mlp(teacher_sizes, seed)
@@ -99,8 +99,8 @@ def demo_main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller models and fewer epochs (a few seconds)")
     args = ap.parse_args(argv)
 
-    from . import compare
-    from .data import load_digits, train_test_split
+    from .. import compare
+    from ..data import load_digits, train_test_split
 
     t_start = time.perf_counter()
     x, y = load_digits()
@@ -121,7 +121,7 @@ def demo_main(argv: list[str]) -> int:
           f"{cmp.ratio(last, 'latency', 1):.1f}x faster at batch 1 than the teacher, "
           f"{100 * (cmp['teacher']['accuracy'] - cmp[last]['accuracy']):+.2f} points of accuracy lost")
     if args.out:
-        from .io import save
+        from ..io import save
 
         os.makedirs(args.out, exist_ok=True)
         for name, m in models.items():
@@ -149,8 +149,8 @@ def report_main(argv: list[str]) -> int:
     ap.add_argument("--batch-sizes", default="1,256", help="latency batch sizes (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    from . import compare
-    from .io import load
+    from .. import compare
+    from ..io import load
 
     x = np.load(args.data, allow_pickle=False)
     if x.dtype.kind == "f":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .benchsuite import SUITES
+from ..benchsuite import SUITES
 
 USAGE = """\
 usage: edgepack <command> [options]
@@ -20,7 +20,9 @@ commands:
   quantize MODEL -o OUT         post-training int8 quantization
   eval MODEL --data X.npy --labels y.npy
   bench SUITE|MODEL             SUITE is one of: {suites}; MODEL benchmarks a saved model
+                                or an .onnx file against onnxruntime (float and int8)
   report MODEL... --plot out.png
+  batch MODEL --input GLOB --output DIR   run a model over sharded data (local, Dask or Ray)
   cpu                           detected CPU features, kernel paths and threads
 
 'edgepack <command> --help' shows a command's options.
@@ -28,11 +30,12 @@ commands:
 
 # command -> (module, function); each function takes argv (list[str]) and returns an exit code.
 COMMANDS = {
-    "info": ("edgepack._cli_model", "info_main"),
-    "quantize": ("edgepack._cli_ptq", "quantize_main"),
-    "eval": ("edgepack._cli_model", "eval_main"),
-    "demo": ("edgepack._cli_demo", "demo_main"),
-    "report": ("edgepack._cli_demo", "report_main"),
+    "info": ("edgepack.cli.model", "info_main"),
+    "quantize": ("edgepack.cli.ptq", "quantize_main"),
+    "eval": ("edgepack.cli.model", "eval_main"),
+    "demo": ("edgepack.cli.demo", "demo_main"),
+    "report": ("edgepack.cli.demo", "report_main"),
+    "batch": ("edgepack.cli.batch", "batch_main"),
 }
 
 
@@ -41,13 +44,18 @@ class CliError(Exception):
 
 
 def _cpu_main(argv: list[str]) -> int:
-    from . import cpu_info
+    from .. import cpu_info
 
     info = cpu_info()
     feats = ", ".join(k for k, v in info["features"].items() if v) or "(none)"
     print(f"features:  {feats}")
     print(f"paths:     {', '.join(info['available'])} (built: {', '.join(info['built'])})")
     print(f"active:    {info['isa']}  (set EDGEPACK_ISA to force a path)")
+    if "avx2" in info["features"]:  # x86: say why the AMX path is (not) there
+        amx = "available" if info["amx_reason"] is None else f"not available: {info['amx_reason']}"
+        if info["amx_emulated"]:
+            amx += " (test build: scalar model of the tiles)"
+        print(f"amx:       {amx}")
     print(f"threads:   {info['num_threads']} (default {info['default_num_threads']})")
     return 0
 
@@ -59,7 +67,10 @@ def _resolve(cmd: str, rest: list[str]):
         if rest and rest[0] in SUITES:
             mod = importlib.import_module(f"edgepack.benchsuite.{rest[0]}")
             return mod.main, rest[1:]
-        mod = importlib.import_module("edgepack._cli_ptq")
+        if rest and str(rest[0]).lower().endswith(".onnx"):
+            mod = importlib.import_module("edgepack.cli.bench_graph")
+            return mod.bench_onnx_main, rest
+        mod = importlib.import_module("edgepack.cli.ptq")
         return mod.bench_main, rest
     if cmd not in COMMANDS:
         raise CliError(f"unknown command {cmd!r}; expected one of: cpu, bench, {', '.join(COMMANDS)}")
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     if argv[0] in ("--version", "version"):
-        from . import __version__
+        from .. import __version__
 
         print(__version__)
         return 0

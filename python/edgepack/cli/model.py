@@ -37,7 +37,13 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _guess_input_shape(model):
-    from .nn import Embedding, Linear
+    from ..nn import Embedding, Graph, Linear
+
+    if isinstance(model, Graph):
+        spec = model.inputs[0]["shape"] if len(model.inputs) == 1 else None
+        if spec is not None:
+            return tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec)
+        return None
 
     first = next((m for _, m in model.named_modules() if not m.children()), None)
     if isinstance(first, Linear):
@@ -50,17 +56,16 @@ def _guess_input_shape(model):
 def info_main(argv) -> int:
     """``edgepack info MODEL [--input-shape 1,1,8,8]``: file facts and the layer summary."""
     p = _Parser(prog="edgepack info", description="Describe a saved edgepack model.")
-    p.add_argument("model", help="model file written by edgepack.save")
+    p.add_argument("model", help="model file written by edgepack.save, or an .onnx file")
     p.add_argument("--input-shape", type=_shape, default=None,
                    help="input batch shape for the output-shape column, e.g. 1,1,8,8 "
                         "(default: from the file's metadata or the first layer)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from .io import load, read_header
+    from ..io import read_model
 
-    header = read_header(args.model)
-    model = load(args.model)
+    model, header = read_model(args.model)
     meta = header["metadata"] or {}
     shape = args.input_shape
     if shape is None and isinstance(meta, dict) and isinstance(meta.get("input_shape"), list):
@@ -96,7 +101,7 @@ def _load_array(path: str, opt: str) -> np.ndarray:
 def eval_main(argv) -> int:
     """``edgepack eval MODEL --data X.npy --labels y.npy``: print top-1 accuracy."""
     p = _Parser(prog="edgepack eval", description="Top-1 accuracy of a saved model on labelled data.")
-    p.add_argument("model", help="model file written by edgepack.save")
+    p.add_argument("model", help="model file written by edgepack.save, or an .onnx file")
     p.add_argument("--data", required=True, help="inputs, a .npy array with N rows")
     p.add_argument("--labels", required=True, help="integer class labels, .npy of shape (N,) (or one-hot (N, C))")
     p.add_argument("--batch-size", type=int, default=256, help="rows per forward call (default 256)")
@@ -105,9 +110,9 @@ def eval_main(argv) -> int:
         return args
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer; got {args.batch_size}")
-    from .io import load
+    from ..io import read_model
 
-    model = load(args.model)
+    model, _ = read_model(args.model)
     x = _load_array(args.data, "--data")
     y = _load_array(args.labels, "--labels")
     if y.ndim == 2:

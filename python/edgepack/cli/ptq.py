@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ._cli_model import _guess_input_shape, _load_array, _parse, _Parser, _shape
+from .model import _guess_input_shape, _load_array, _parse, _Parser, _shape
 
 __all__ = ["quantize_main", "bench_main"]
 
@@ -27,7 +27,7 @@ _METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 def _is_quantized(model) -> bool:
-    from .nn.quantized import QConv2d, QLinear
+    from ..nn.quantized import QConv2d, QLinear
 
     return any(isinstance(m, (QLinear, QConv2d)) for _, m in model.named_modules())
 
@@ -44,7 +44,7 @@ def _input_shape(model, header, given):
 def quantize_main(argv) -> int:
     """``edgepack quantize MODEL -o OUT [--calibration X.npy] [--method M] [--activations A] [--weights W]``."""
     p = _Parser(prog="edgepack quantize", description="Post-training int8 quantization of a saved model.")
-    p.add_argument("model", help="float model file written by edgepack.save")
+    p.add_argument("model", help="float model file written by edgepack.save, or an .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the int8 model")
     p.add_argument("--calibration", default=None,
                    help="representative inputs, a .npy array with a batch axis (e.g. N,64 or N,1,8,8)")
@@ -61,11 +61,10 @@ def quantize_main(argv) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from . import quantize
-    from .io import load, read_header, save
+    from .. import quantize
+    from ..io import read_model, save
 
-    header = read_header(args.model)
-    model = load(args.model)
+    model, header = read_model(args.model)
     calib = None if args.calibration is None else _load_array(args.calibration, "--calibration")
     if calib is not None:
         # Integer arrays are allowed: token ids for a model that starts with an Embedding.
@@ -191,8 +190,8 @@ def bench_main(argv) -> int:
     if args.rounds < 1 or not args.min_time > 0:
         raise ValueError(f"--rounds must be >= 1 and --min-time > 0; got {args.rounds}, {args.min_time}")
     import edgepack
-    from .io import load, read_header
-    from .ptq import quantize, to_float
+    from ..io import load, read_header
+    from ..ptq import quantize, to_float
 
     if args.threads is not None:
         if args.threads < 1:
