@@ -412,3 +412,21 @@ def test_out_aliasing_rules():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="out must be writeable"):
         conv2d_f32(x, cw, out=ro)
+
+
+@pytest.mark.parametrize("ort", [False, True])
+def test_bench_smoke(capsys, ort):
+    """`edgepack bench conv_f32` runs end to end on one small layer (no timing is asserted)."""
+    if ort:
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    from edgepack.benchsuite.conv_f32 import main
+
+    args = ["--quick", "--layers", "lcnet dw3x3/2 64"] + ([] if ort else ["--no-ort"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "lcnet dw3x3/2 64 56>28" in out and "depthwise" in out and "CPU:" in out
+    if ort:
+        assert "disagree" not in out and "x conv over all layers" in out
+    with pytest.raises(ValueError, match="matches no layer"):
+        main(["--layers", "no such layer"])

@@ -24,41 +24,32 @@ int64_t packed_floats(const Geometry& g) {
   return g.groups * panels_of(g) * g.taps() * g.cin_g() * kNR;
 }
 
-void pack(const Geometry& g, const float* w, float* out) {
+// Calls f(i, j) for every weight: i its index in OIHW w, j its index in the packed layout.
+template <class F>
+void for_each_weight(const Geometry& g, F f) {
   const int64_t taps = g.taps(), cin_g = g.cin_g(), cout_g = g.cout_g();
-  std::memset(out, 0, static_cast<size_t>(packed_floats(g)) * sizeof(float));
   if (g.depthwise()) {
     const int64_t cp = (g.cin + kDwC - 1) / kDwC * kDwC;
     for (int64_t c = 0; c < g.cin; ++c)
-      for (int64_t t = 0; t < taps; ++t) out[t * cp + c] = w[c * taps + t];
+      for (int64_t t = 0; t < taps; ++t) f(c * taps + t, t * cp + c);
     return;
   }
   const int64_t k = taps * cin_g, panels = panels_of(g);
   for (int64_t gi = 0; gi < g.groups; ++gi)
     for (int64_t o = 0; o < cout_g; ++o) {
-      float* panel = out + (gi * panels + o / kNR) * k * kNR;
-      const float* src = w + (gi * cout_g + o) * cin_g * taps;  // [cin_g][kh][kw]
+      const int64_t panel = (gi * panels + o / kNR) * k * kNR, src = (gi * cout_g + o) * cin_g * taps;
       for (int64_t c = 0; c < cin_g; ++c)
-        for (int64_t t = 0; t < taps; ++t) panel[(t * cin_g + c) * kNR + o % kNR] = src[c * taps + t];
+        for (int64_t t = 0; t < taps; ++t) f(src + c * taps + t, panel + (t * cin_g + c) * kNR + o % kNR);
     }
 }
 
+void pack(const Geometry& g, const float* w, float* out) {
+  std::memset(out, 0, static_cast<size_t>(packed_floats(g)) * sizeof(float));
+  for_each_weight(g, [&](int64_t i, int64_t j) { out[j] = w[i]; });
+}
+
 void unpack(const Geometry& g, const float* packed, float* w) {
-  const int64_t taps = g.taps(), cin_g = g.cin_g(), cout_g = g.cout_g();
-  if (g.depthwise()) {
-    const int64_t cp = (g.cin + kDwC - 1) / kDwC * kDwC;
-    for (int64_t c = 0; c < g.cin; ++c)
-      for (int64_t t = 0; t < taps; ++t) w[c * taps + t] = packed[t * cp + c];
-    return;
-  }
-  const int64_t k = taps * cin_g, panels = panels_of(g);
-  for (int64_t gi = 0; gi < g.groups; ++gi)
-    for (int64_t o = 0; o < cout_g; ++o) {
-      const float* panel = packed + (gi * panels + o / kNR) * k * kNR;
-      float* dst = w + (gi * cout_g + o) * cin_g * taps;
-      for (int64_t c = 0; c < cin_g; ++c)
-        for (int64_t t = 0; t < taps; ++t) dst[c * taps + t] = panel[(t * cin_g + c) * kNR + o % kNR];
-    }
+  for_each_weight(g, [&](int64_t i, int64_t j) { w[i] = packed[j]; });
 }
 
 int64_t plan_offsets(const Geometry& g, int64_t h, int64_t w) {

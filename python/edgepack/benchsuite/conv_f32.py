@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
 
+from ..cli.bench_graph import cpu_model
 from . import time_interleaved
 
 # name, C_in, C_out, kernel, stride, pad, groups, H (= W) of the input
@@ -76,27 +76,6 @@ LAYERS = [
     ("lcnet dw5x5 512 @7", 512, 512, 5, 1, 2, 512, 7),
     ("lcnet 1x1 512-512 @7", 512, 512, 1, 1, 0, 1, 7),
 ]
-
-
-def cpu_model() -> str:
-    """The CPU's model name (and x86 family/model, which tell Zen 3 from Zen 4) from /proc/cpuinfo."""
-    name, fam, mod = platform.processor() or platform.machine(), None, None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                k, v = k.strip(), v.strip()
-                if k in ("model name", "Model") and v:
-                    name = v
-                elif k == "cpu family":
-                    fam = v
-                elif k == "model" and v.isdigit():
-                    mod = v
-                if not line.strip() and name:
-                    break
-    except OSError:
-        pass
-    return name + (f" (family {fam}, model {mod})" if fam and mod else "")
 
 
 def aligned_empty(shape) -> np.ndarray:

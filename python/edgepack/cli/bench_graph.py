@@ -25,17 +25,29 @@ __all__ = ["bench_onnx_main", "example_feeds_for", "cpu_model"]
 
 
 def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; platform.processor() elsewhere)."""
+    """The CPU's model name (Linux /proc/cpuinfo; platform.processor() elsewhere), with the x86
+    family and model numbers when the name alone does not tell the core ("AMD EPYC" is Zen 2 to
+    Zen 5)."""
+    name = fam = mod = None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                k, _, v = (p.strip() for p in line.partition(":"))
+                if k == "model name" and name is None:
+                    name = v
+                elif k == "cpu family" and fam is None:
+                    fam = v
+                elif k == "model" and mod is None and v.isdigit():
+                    mod = v
+                elif not k and name:
+                    break  # end of the first processor's block
     except OSError:
         pass
-    import platform
+    if not name:
+        import platform
 
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    return name + (f" (family {fam}, model {mod})" if fam and mod else "")
 
 
 def _dims(text: str | None) -> dict:
