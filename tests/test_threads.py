@@ -40,7 +40,8 @@ def test_set_get_num_threads(restore_threads):
 
 def _child_threads(cpus):
     """get_num_threads() in a fresh interpreter pinned to `cpus` (no EDGEPACK_NUM_THREADS)."""
-    env = {k: v for k, v in os.environ.items() if k != "EDGEPACK_NUM_THREADS"}
+    # (neither EDGEPACK_NUM_THREADS nor OMP_NUM_THREADS, which engines such as Ray set in-process)
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEPACK_NUM_THREADS", "OMP_NUM_THREADS")}
     env["PYTHONPATH"] = str(Path(edgepack.__file__).resolve().parent.parent)
     code = "import edgepack; print(edgepack.get_num_threads(), edgepack.cpu_info()['default_num_threads'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
