@@ -36,6 +36,7 @@ _LAZY = {
     "sensitivity": ("edgepack.prune", "sensitivity"),
     "compare": ("edgepack.compare", "compare"),
     "SentenceEncoder": ("edgepack.text", "SentenceEncoder"),
+    "batch": ("edgepack.batch", None),
 }
 
 
