@@ -191,3 +191,13 @@ def kill_driver_at_half_and_rerun(cmd, src, sink, total_shards, total_rows, run_
     assert rep.skipped >= done and rep.done + rep.skipped == total_shards
     assert rep.total_rows == total_rows
     return rep
+
+
+def wait_until(cond, seconds: float) -> bool:
+    """Poll ``cond()`` every 50 ms for up to ``seconds``; its last value."""
+    end = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > end:
+            return cond()
+        time.sleep(0.05)
+    return True

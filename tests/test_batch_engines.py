@@ -29,7 +29,7 @@ def engine(request):
 
     def get(name):
         if name == "dask":
-            client = request.getfixturevalue("dask_client")
+            client = request.getfixturevalue("dask_cluster").ready()
             return client, client.scheduler.address, None
         addr = request.getfixturevalue("ray_cluster")
         return "ray", addr, "ray::ShardActor"
@@ -104,8 +104,8 @@ def test_worker_killed_10_times_loses_and_duplicates_nothing(engine, name, batch
     want = edgepack.load(batch_mlp_file)(x)
     rng = random.Random(15)
     for i in range(10):
-        if name == "dask":  # a killed worker's nanny restarts it (not always in time: go on with one)
-            backend.wait_for_workers(1, timeout=60)
+        if name == "dask":  # both workers up (see conftest._DaskCluster)
+            backend, addr, _ = engine(name)
         sink = batch.ParquetSink(str(tmp_path / f"o{i}"))
         if i % 2:  # a timer: whatever the worker is doing then
             U.disarm(batch_fault_file)

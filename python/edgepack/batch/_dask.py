@@ -115,7 +115,23 @@ def run_dask(tasks, ref: ModelRef, client, address, workers, threads, max_retrie
                 t = by_key.pop(f.key)
                 live.remove(f)
                 if f.status == "finished":
-                    on_result(f.result())
+                    try:
+                        res = f.result(timeout=_NO_WORKERS_TIMEOUT)
+                    except TimeoutError:
+                        # the worker holding the result died and the cluster did not recompute
+                        # it in time (no workers left): run the shard again, same bits
+                        res = None
+                    if res is None:
+                        k = attempts.get(t["index"], 0)
+                        if k >= max_retries:
+                            raise RuntimeError(f"shard {t['index']} ({t['path']}): its result was lost with its "
+                                               f"worker {k + 1} times (max_retries={max_retries})")
+                        attempts[t["index"]] = k + 1
+                        stats["retried"] += 1
+                        f.release()
+                        submit(t)
+                        continue
+                    on_result(res)
                     # Released at once: a finished task's result held on a worker that then dies
                     # is recomputed by the scheduler (its side effects run again, maybe after we
                     # return).  First ask how often a dead worker made the scheduler rerun it.
