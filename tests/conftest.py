@@ -1,5 +1,7 @@
 """Shared fixtures: every available instruction-set path, forced the way a user would force it."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -102,8 +104,16 @@ class _DaskCluster:
                 return self.client
             except (TimeoutError, OSError):
                 self.close()
-        self.cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                                dashboard_address=None)
+        # LocalCluster writes its workers' pre-spawn environment (OMP_NUM_THREADS=1, ...) into
+        # this process's os.environ too; later tests must see the environment they started with
+        saved = dict(os.environ)
+        try:
+            self.cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                    dashboard_address=None)
+        finally:
+            for k in set(os.environ) - set(saved):
+                del os.environ[k]
+            os.environ.update(saved)
         self.client = distributed.Client(self.cluster)
         return self.client
 
